@@ -1,0 +1,364 @@
+"""The fleet model: one validated description of the simulated cluster.
+
+A fleet spec (YAML) names pools of identical nodes, the partitions that group
+them and a few scheduler settings. Everything Slurm and compose need is
+rendered from the validated `Fleet`; nothing downstream reads the YAML.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sim.errors import SpecError
+
+# Node, pool and host names become Slurm node names, container names and DNS
+# labels at once, so they follow the strictest of the three.
+NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+GPU_TYPE_PATTERN = r"^[a-z0-9][a-z0-9_]*$"
+FEATURE_PATTERN = r"^[A-Za-z0-9_]+$"
+PARTITION_PATTERN = r"^[a-z][a-z0-9_-]*$"
+TIME_PATTERN = r"^(UNLIMITED|INFINITE|\d+|\d+:\d{2}(:\d{2})?|\d+-\d+(:\d{2}){0,2})$"
+
+MAX_NAME = 63
+# The largest common GPU servers carry 8 to 16 GPUs on one board.
+MAX_GPUS_PER_NODE = 16
+MAX_NODES = 4096
+MAX_SOCKETS = 8
+MAX_THREADS_PER_CORE = 8
+# Service names of compose.yaml; a node may not take one.
+RESERVED_NAMES = frozenset(
+    {"keygen", "mariadb", "slurmdbd", "slurmctld", "login", "sim", "localhost"}
+)
+# Fleets up to this many nodes get one container per node, easy to read and
+# to fault one by one; larger ones pack nodes into shared containers.
+ONE_CONTAINER_PER_NODE_UP_TO = 16
+AUTO_NODES_PER_CONTAINER = 32
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Gpu(_Spec):
+    type: str = Field(pattern=GPU_TYPE_PATTERN, max_length=32)
+    count: int = Field(ge=1, le=MAX_GPUS_PER_NODE)
+
+
+class Pool(_Spec):
+    name: str = Field(pattern=NAME_PATTERN, max_length=40)
+    nodes: int = Field(ge=1, le=MAX_NODES)
+    node_prefix: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]*$")
+    gpu: Gpu | None = None
+    cpus: int | None = Field(default=None, ge=1)
+    sockets: int = Field(default=0, ge=0, le=MAX_SOCKETS)
+    cores_per_socket: int = Field(default=0, ge=0)
+    threads_per_core: int = Field(default=1, ge=1, le=MAX_THREADS_PER_CORE)
+    memory_mb: int = Field(ge=1)
+    features: tuple[str, ...] = ()
+    weight: int = Field(default=1, ge=1, le=65533)
+
+    @model_validator(mode="after")
+    def _topology(self) -> Pool:
+        # `cpus` is a shorthand: it fills in sockets and cores when they are
+        # left out, and must agree with them when they are given.
+        sockets = self.sockets or (2 if self.cpus and self.cpus % 2 == 0 else 1)
+        cores = self.cores_per_socket
+        if not cores:
+            if self.cpus is None:
+                raise ValueError("give cpus, or sockets and cores_per_socket")
+            if self.cpus % (sockets * self.threads_per_core):
+                raise ValueError(
+                    f"cpus {self.cpus} does not split evenly over {sockets} "
+                    f"sockets of {self.threads_per_core} threads per core"
+                )
+            cores = self.cpus // (sockets * self.threads_per_core)
+        total = sockets * cores * self.threads_per_core
+        if self.cpus is not None and self.cpus != total:
+            raise ValueError(
+                f"cpus {self.cpus} disagrees with sockets x cores_per_socket x "
+                f"threads_per_core = {total}"
+            )
+        object.__setattr__(self, "sockets", sockets)
+        object.__setattr__(self, "cores_per_socket", cores)
+        object.__setattr__(self, "cpus", total)
+        if self.gpu and self.gpu.count > sockets * cores:
+            raise ValueError(
+                f"gpu.count {self.gpu.count} is more than the node's "
+                f"{sockets * cores} cores can serve (one core per GPU at least)"
+            )
+        return self
+
+    @property
+    def cores(self) -> int:
+        return self.sockets * self.cores_per_socket
+
+    @property
+    def gpus(self) -> int:
+        return self.gpu.count if self.gpu else 0
+
+    def node_names(self) -> list[str]:
+        prefix = self.node_prefix if self.node_prefix is not None else f"{self.name}-"
+        width = len(str(self.nodes))
+        return [f"{prefix}{i:0{width}d}" for i in range(1, self.nodes + 1)]
+
+    def gpu_cores(self, index: int) -> tuple[int, int]:
+        """The first and last core near GPU `index`: GPUs split evenly over sockets."""
+        socket = index * self.sockets // self.gpus
+        return socket * self.cores_per_socket, (socket + 1) * self.cores_per_socket - 1
+
+
+class Partition(_Spec):
+    name: str = Field(pattern=PARTITION_PATTERN, max_length=40)
+    pools: tuple[str, ...] = Field(min_length=1)
+    default: bool = False
+    max_time: str = Field(default="UNLIMITED", pattern=TIME_PATTERN)
+    default_time: str | None = Field(default=None, pattern=TIME_PATTERN)
+    priority_tier: int = Field(default=1, ge=0, le=65533)
+    max_nodes: int | None = Field(default=None, ge=1)
+    oversubscribe: Literal["NO", "YES", "FORCE", "EXCLUSIVE"] = "NO"
+
+
+class Scheduler(_Spec):
+    """Settings that make scenarios quick without changing what they show."""
+
+    backfill_interval_s: int = Field(default=1, ge=1, le=3600)
+    def_mem_per_cpu_mb: int = Field(default=1024, ge=1)
+    min_job_age_s: int = Field(default=600, ge=2)
+    slurmd_timeout_s: int = Field(default=10, ge=5, le=3600)
+
+
+class Containers(_Spec):
+    nodes_per_container: int | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _positive(self) -> Containers:
+        if self.nodes_per_container != "auto" and not (
+            1 <= self.nodes_per_container <= 256
+        ):
+            raise ValueError("nodes_per_container must be 'auto' or 1 to 256")
+        return self
+
+
+class Fleet(_Spec):
+    name: str = Field(pattern=NAME_PATTERN, max_length=40)
+    description: str = ""
+    cluster_name: str = Field(default="gpusim", pattern=r"^[a-z][a-z0-9_]*$",
+                              max_length=40)
+    pools: tuple[Pool, ...] = Field(min_length=1)
+    partitions: tuple[Partition, ...] = Field(min_length=1)
+    scheduler: Scheduler = Scheduler()
+    containers: Containers = Containers()
+
+    def pool(self, name: str) -> Pool:
+        return next(p for p in self.pools if p.name == name)
+
+    def gpu_types(self) -> list[str]:
+        return sorted({p.gpu.type for p in self.pools if p.gpu})
+
+    def nodes(self) -> list[Node]:
+        return [Node(name, pool) for pool in self.pools for name in pool.node_names()]
+
+    def partitions_of(self, pool: Pool) -> list[str]:
+        return [p.name for p in self.partitions if pool.name in p.pools]
+
+    def hosts(self) -> list[Host]:
+        """Containers that run the fleet's slurmd, each with the nodes it serves."""
+        total = sum(p.nodes for p in self.pools)
+        per = self.containers.nodes_per_container
+        if per == "auto":
+            per = 1 if total <= ONE_CONTAINER_PER_NODE_UP_TO else AUTO_NODES_PER_CONTAINER
+        hosts: list[Host] = []
+        for pool in self.pools:
+            names = pool.node_names()
+            if per == 1:
+                hosts += [Host(name, pool, (name,)) for name in names]
+                continue
+            for k, start in enumerate(range(0, len(names), per), 1):
+                hosts.append(Host(f"{pool.name}-host{k}", pool,
+                                  tuple(names[start:start + per])))
+        return hosts
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    pool: Pool
+
+
+@dataclass(frozen=True)
+class Host:
+    """One node container: its name is also its hostname and compose service."""
+
+    name: str
+    pool: Pool
+    nodes: tuple[str, ...]
+
+
+def load_fleet(path: Path) -> Fleet:
+    """Read and validate a fleet spec; any problem is one line naming the field."""
+    data = _read_yaml(path)
+    try:
+        fleet = Fleet.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"{path}: {_describe(exc, Fleet)}") from None
+    problem = _cross_check(fleet)
+    if problem:
+        raise SpecError(f"{path}: {problem}")
+    return fleet
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping with the same key twice."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise SpecError(f"line {line}: key {key!r} appears twice in one mapping")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping
+)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{path}: {where}invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: the spec must be a mapping of keys, got "
+                        f"{type(data).__name__}")
+    return data
+
+
+def _describe(exc: ValidationError, model: type[BaseModel]) -> str:
+    """The first validation error as `field.path: problem (got value)`."""
+    error = exc.errors()[0]
+    loc = error["loc"]
+    path = _format_loc(loc)
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_fields_at(model, loc[:-1]))
+        return f"{path}: unknown key (allowed: {allowed})"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    ctx = error.get("ctx", {})
+    if kind == "string_pattern_mismatch":
+        message = f"must match {ctx['pattern']}"
+    elif kind == "greater_than_equal":
+        message = f"must be at least {ctx['ge']}"
+    elif kind == "less_than_equal":
+        message = f"must be at most {ctx['le']}"
+    where = f"{path}: " if path else ""
+    if isinstance(given, (dict, list)):
+        return f"{where}{message}"
+    return f"{where}{message} (got {_short(given)})"
+
+
+def _format_loc(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif not str(item).startswith(("function-", "literal[", "int", "str")):
+            parts.append(f".{item}" if parts else str(item))
+    return "".join(parts)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    for item in loc:
+        if isinstance(item, int):
+            continue
+        field = model.model_fields.get(str(item))
+        if field is None:
+            break
+        inner = _model_in(field.annotation)
+        if inner is None:
+            break
+        model = inner
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found:
+            return found
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _cross_check(fleet: Fleet) -> str | None:
+    """Rules that span fields: unique names, references that must resolve."""
+    pool_names = [p.name for p in fleet.pools]
+    for i, name in enumerate(pool_names):
+        if name in pool_names[:i]:
+            return f"pools[{i}].name: duplicate pool name {name!r}"
+    seen: dict[str, str] = {}
+    for i, pool in enumerate(fleet.pools):
+        for node in pool.node_names():
+            if node in seen:
+                return (f"pools[{i}]: node name {node!r} is also a node of pool "
+                        f"{seen[node]!r}; set node_prefix to tell them apart")
+            if node in RESERVED_NAMES:
+                return (f"pools[{i}]: node name {node!r} is reserved for a "
+                        f"cluster service (reserved: {', '.join(sorted(RESERVED_NAMES))})")
+            if len(node) > MAX_NAME:
+                return f"pools[{i}]: node name {node!r} is longer than {MAX_NAME}"
+            if not re.match(NAME_PATTERN, node):
+                return (f"pools[{i}].node_prefix: node name {node!r} must match "
+                        f"{NAME_PATTERN}")
+            seen[node] = pool.name
+    if len(seen) > MAX_NODES:
+        return f"pools: {len(seen)} nodes in all, at most {MAX_NODES} are allowed"
+    shared = {h.name for h in fleet.hosts() if h.nodes != (h.name,)}
+    clash = sorted(shared & set(seen))
+    if clash:
+        return f"pools: container name {clash[0]!r} is also a node name"
+    partition_names = [p.name for p in fleet.partitions]
+    for i, part in enumerate(fleet.partitions):
+        if part.name in partition_names[:i]:
+            return f"partitions[{i}].name: duplicate partition name {part.name!r}"
+        for j, pool in enumerate(part.pools):
+            if pool not in pool_names:
+                return (f"partitions[{i}].pools[{j}]: no pool named {pool!r} "
+                        f"(pools: {', '.join(pool_names)})")
+    defaults = [p.name for p in fleet.partitions if p.default]
+    if len(defaults) > 1:
+        return f"partitions: {len(defaults)} are default ({', '.join(defaults)}); at most one may be"
+    smallest = min(fleet.pools, key=lambda p: p.memory_mb // p.cpus)
+    if fleet.scheduler.def_mem_per_cpu_mb > smallest.memory_mb // smallest.cpus:
+        return (f"scheduler.def_mem_per_cpu_mb: {fleet.scheduler.def_mem_per_cpu_mb} is "
+                f"more than pool {smallest.name!r} has per CPU "
+                f"({smallest.memory_mb // smallest.cpus}); jobs could never fit")
+    return None
