@@ -8,12 +8,20 @@ rendered from the validated `Fleet`; nothing downstream reads the YAML.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sim.errors import SpecError
 
@@ -56,11 +64,12 @@ class Pool(_Spec):
     node_prefix: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]*$")
     gpu: Gpu | None = None
     cpus: int | None = Field(default=None, ge=1)
-    sockets: int = Field(default=0, ge=0, le=MAX_SOCKETS)
-    cores_per_socket: int = Field(default=0, ge=0)
+    # Left out (None), sockets and cores_per_socket are derived from cpus.
+    sockets: int | None = Field(default=None, ge=1, le=MAX_SOCKETS)
+    cores_per_socket: int | None = Field(default=None, ge=1)
     threads_per_core: int = Field(default=1, ge=1, le=MAX_THREADS_PER_CORE)
     memory_mb: int = Field(ge=1)
-    features: tuple[str, ...] = ()
+    features: tuple[Annotated[str, Field(pattern=FEATURE_PATTERN)], ...] = ()
     weight: int = Field(default=1, ge=1, le=65533)
 
     @model_validator(mode="after")
@@ -136,13 +145,12 @@ class Scheduler(_Spec):
 class Containers(_Spec):
     nodes_per_container: int | Literal["auto"] = "auto"
 
-    @model_validator(mode="after")
-    def _positive(self) -> Containers:
-        if self.nodes_per_container != "auto" and not (
-            1 <= self.nodes_per_container <= 256
-        ):
-            raise ValueError("nodes_per_container must be 'auto' or 1 to 256")
-        return self
+    @field_validator("nodes_per_container")
+    @classmethod
+    def _in_range(cls, value: int | str) -> int | str:
+        if value != "auto" and not 1 <= value <= 256:
+            raise ValueError("must be 'auto' or 1 to 256")
+        return value
 
 
 class Fleet(_Spec):
@@ -172,7 +180,8 @@ class Fleet(_Spec):
         total = sum(p.nodes for p in self.pools)
         per = self.containers.nodes_per_container
         if per == "auto":
-            per = 1 if total <= ONE_CONTAINER_PER_NODE_UP_TO else AUTO_NODES_PER_CONTAINER
+            small = total <= ONE_CONTAINER_PER_NODE_UP_TO
+            per = 1 if small else AUTO_NODES_PER_CONTAINER
         hosts: list[Host] = []
         for pool in self.pools:
             names = pool.node_names()
@@ -221,6 +230,8 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        if not isinstance(key, Hashable):
+            continue  # construct_mapping reports it as invalid YAML
         if key in seen:
             line = key_node.start_mark.line + 1
             raise SpecError(f"line {line}: key {key!r} appears twice in one mapping")
@@ -235,9 +246,12 @@ _UniqueKeyLoader.add_constructor(
 
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text: byte {exc.start} "
+                        f"is {exc.object[exc.start]:#04x}") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except SpecError as exc:
@@ -245,7 +259,8 @@ def _read_yaml(path: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        # Errors without a mark (a control character, say) span lines.
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
         raise SpecError(f"{path}: {where}invalid YAML: {problem}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the spec must be a mapping of keys, got "
@@ -273,6 +288,9 @@ def _describe(exc: ValidationError, model: type[BaseModel]) -> str:
         message = f"must be at least {ctx['ge']}"
     elif kind == "less_than_equal":
         message = f"must be at most {ctx['le']}"
+    if kind in ("string_type", "literal_error") and isinstance(given, (int, float)):
+        # YAML 1.1 reads an unquoted NO as false and 4:00:00 as 14400.
+        message += f"; YAML read it as {type(given).__name__}, so quote it"
     where = f"{path}: " if path else ""
     if isinstance(given, (dict, list)):
         return f"{where}{message}"
@@ -284,9 +302,14 @@ def _format_loc(loc: tuple) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif not str(item).startswith(("function-", "literal[", "int", "str")):
+        elif not _is_union_tag(item):
             parts.append(f".{item}" if parts else str(item))
     return "".join(parts)
+
+
+def _is_union_tag(item: str) -> bool:
+    """Whether a location step names a union member, not a key of the spec."""
+    return item in ("int", "str") or item.startswith(("function-", "literal["))
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -331,8 +354,9 @@ def _cross_check(fleet: Fleet) -> str | None:
                 return (f"pools[{i}]: node name {node!r} is also a node of pool "
                         f"{seen[node]!r}; set node_prefix to tell them apart")
             if node in RESERVED_NAMES:
+                reserved = ", ".join(sorted(RESERVED_NAMES))
                 return (f"pools[{i}]: node name {node!r} is reserved for a "
-                        f"cluster service (reserved: {', '.join(sorted(RESERVED_NAMES))})")
+                        f"cluster service (reserved: {reserved})")
             if len(node) > MAX_NAME:
                 return f"pools[{i}]: node name {node!r} is longer than {MAX_NAME}"
             if not re.match(NAME_PATTERN, node):
@@ -355,10 +379,13 @@ def _cross_check(fleet: Fleet) -> str | None:
                         f"(pools: {', '.join(pool_names)})")
     defaults = [p.name for p in fleet.partitions if p.default]
     if len(defaults) > 1:
-        return f"partitions: {len(defaults)} are default ({', '.join(defaults)}); at most one may be"
+        return (f"partitions: {len(defaults)} are default "
+                f"({', '.join(defaults)}); at most one may be")
     smallest = min(fleet.pools, key=lambda p: p.memory_mb // p.cpus)
-    if fleet.scheduler.def_mem_per_cpu_mb > smallest.memory_mb // smallest.cpus:
-        return (f"scheduler.def_mem_per_cpu_mb: {fleet.scheduler.def_mem_per_cpu_mb} is "
-                f"more than pool {smallest.name!r} has per CPU "
-                f"({smallest.memory_mb // smallest.cpus}); jobs could never fit")
+    per_cpu = smallest.memory_mb // smallest.cpus
+    default = fleet.scheduler.def_mem_per_cpu_mb
+    if default > per_cpu:
+        return (f"scheduler.def_mem_per_cpu_mb: {default} is "
+                f"more than pool {smallest.name!r} has per CPU ({per_cpu}); "
+                f"jobs could never fit")
     return None

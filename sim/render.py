@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import tempfile
-from itertools import groupby
 from pathlib import Path
 
 import jinja2
 
 from sim.errors import RenderError
 from sim.fleet import Fleet
+from sim.hostlist import compress
 from sim.paths import TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -42,44 +41,6 @@ def device_path(node: str, index: int) -> str:
     return f"{DEVICE_ROOT}/{node}/nvidia{index}"
 
 
-def hostlist(names: list[str]) -> str:
-    """Slurm's compressed host list: a100-01,a100-02,a100-03 -> a100-[01-03]."""
-    parsed = [_split_number(n) for n in names]
-    parts: list[str] = []
-    for (prefix, width), group in groupby(parsed, key=lambda p: (p[0], p[2])):
-        numbers = [n for _, n, _ in group]
-        if numbers[0] is None:
-            parts.append(prefix)
-            continue
-        ranges = _ranges(numbers)
-        if len(ranges) == 1 and ranges[0][0] == ranges[0][1]:
-            parts.append(f"{prefix}{ranges[0][0]:0{width}d}")
-            continue
-        inner = ",".join(
-            f"{a:0{width}d}" if a == b else f"{a:0{width}d}-{b:0{width}d}"
-            for a, b in ranges
-        )
-        parts.append(f"{prefix}[{inner}]")
-    return ",".join(parts)
-
-
-def _split_number(name: str) -> tuple[str, int | None, int]:
-    match = re.fullmatch(r"(.*?)(\d+)", name)
-    if not match:
-        return name, None, 0
-    return match.group(1), int(match.group(2)), len(match.group(2))
-
-
-def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
-    ranges: list[tuple[int, int]] = []
-    for n in numbers:
-        if ranges and n == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], n)
-        else:
-            ranges.append((n, n))
-    return ranges
-
-
 def _environment(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates),
@@ -102,7 +63,9 @@ def render_fleet(fleet: Fleet, templates: Path = TEMPLATES) -> dict[str, str]:
         "hosts": hosts,
         "nodes": fleet.nodes(),
         "partition_nodes": {
-            part.name: hostlist([n.name for n in fleet.nodes() if n.pool.name in part.pools])
+            part.name: compress(
+                [n.name for n in fleet.nodes() if n.pool.name in part.pools]
+            )
             for part in fleet.partitions
         },
         "accounting_tres": ",".join(

@@ -92,6 +92,30 @@ role_slurmctld() {
     exec slurmctld -D -i
 }
 
+slurmd_alive() {
+    local pidfile="/run/slurm/slurmd-$1.pid"
+    [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+# Starts one node's slurmd in the background and waits until it runs. Many
+# slurmd starting at the same instant in one container can race for shared
+# sockets, so a start that did not take is tried again.
+start_slurmd() {
+    local node=$1 try deadline
+    for try in 1 2 3; do
+        rm -f "/run/slurm/slurmd-$node.pid"
+        if slurmd -N "$node"; then
+            deadline=$((SECONDS + 10))
+            while [ "$SECONDS" -lt "$deadline" ]; do
+                slurmd_alive "$node" && return 0
+                sleep 0.1
+            done
+        fi
+        log "slurmd of $node did not start (try $try)"
+    done
+    die "slurmd of $node would not start; see /var/log/slurm/slurmd-$node.log"
+}
+
 # Makes the fake GPUs and starts the slurmd of every node this container
 # serves, as its manifest lists them.
 role_node() {
@@ -118,7 +142,7 @@ role_node() {
         exec slurmd -D -N "${nodes[0]}"
     fi
     for a in "${nodes[@]}"; do
-        slurmd -N "$a"
+        start_slurmd "$a"
     done
     log "started slurmd for ${#nodes[@]} nodes"
     # tini reaps the daemons; a node stopped on purpose stays stopped.

@@ -1,0 +1,222 @@
+"""The `sim` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sim import paths
+from sim.errors import SimError, SpecError
+from sim.fleet import Fleet, load_fleet
+from sim.render import render_fleet, write_rendering
+
+log = logging.getLogger("sim")
+
+CLUSTER_DIR_KEY = "SIM_CLUSTER_DIR"
+
+
+def presets() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(paths.FLEETS.glob("*.yaml"))}
+
+
+def resolve_fleet(name: str) -> Path:
+    """A preset name or a path to a spec file."""
+    known = presets()
+    if name in known:
+        return known[name]
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SpecError(f"{path}: no such fleet spec file")
+        return path
+    raise SpecError(
+        f"unknown fleet {name!r} (presets: {', '.join(known)}; "
+        "or give the path of a .yaml spec)"
+    )
+
+
+def set_env_value(env_file: Path, key: str, value: str | None) -> None:
+    """Set (or, with None, remove) one KEY=value line of a compose .env file."""
+    lines = env_file.read_text().splitlines() if env_file.exists() else []
+    kept = [line for line in lines if not line.startswith(f"{key}=")]
+    if value is not None:
+        kept.append(f"{key}={value}")
+    env_file.write_text("".join(f"{line}\n" for line in kept))
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    fleet = load_fleet(resolve_fleet(args.fleet))
+    files = render_fleet(fleet)
+    write_rendering(files, Path(args.out))
+    print(
+        f"rendered fleet {fleet.name!r}: {len(fleet.nodes())} nodes in "
+        f"{len(fleet.hosts())} containers -> {args.out}"
+    )
+    return 0
+
+
+def cmd_fleet_list(args: argparse.Namespace) -> int:
+    for name, path in presets().items():
+        fleet = load_fleet(path)
+        gpus = sum(p.gpus * p.nodes for p in fleet.pools)
+        print(
+            f"{name:<10} {len(fleet.nodes()):>5} nodes {gpus:>6} GPUs  "
+            f"{fleet.description}"
+        )
+    return 0
+
+
+def cmd_fleet_show(args: argparse.Namespace) -> int:
+    fleet = load_fleet(resolve_fleet(args.fleet))
+    print(f"fleet {fleet.name}: {fleet.description}")
+    print(
+        f"{'pool':<10} {'nodes':>5} {'gpu':<12} {'S:C:T':<9} {'cpus':>5} "
+        f"{'memory_mb':>10}  partitions"
+    )
+    for pool in fleet.pools:
+        gpu = f"{pool.gpu.type} x{pool.gpu.count}" if pool.gpu else "-"
+        topo = f"{pool.sockets}:{pool.cores_per_socket}:{pool.threads_per_core}"
+        print(
+            f"{pool.name:<10} {pool.nodes:>5} {gpu:<12} {topo:<9} {pool.cpus:>5} "
+            f"{pool.memory_mb:>10}  {','.join(fleet.partitions_of(pool))}"
+        )
+    return 0
+
+
+def use_fleet(fleet: Fleet, *, restart: bool) -> None:
+    """Render `fleet` for compose and, if asked, replace the running cluster with it."""
+    write_rendering(render_fleet(fleet), paths.CHOSEN_RENDERING)
+    relative = paths.CHOSEN_RENDERING.relative_to(paths.PROJECT)
+    set_env_value(paths.PROJECT / ".env", CLUSTER_DIR_KEY, f"./{relative}")
+    if not restart:
+        return
+    from sim.cluster import DockerCluster
+
+    cluster = DockerCluster()
+    cluster.down()
+    # The controller's saved state describes the old nodes; accounting,
+    # secrets and home folders are kept.
+    for volume in cluster.docker.volumes.list(
+        filters={"label": f"com.docker.compose.project={cluster.project}"}
+    ):
+        if volume.attrs["Labels"].get("com.docker.compose.volume") == "slurmctld-state":
+            volume.remove(force=True)
+    cluster.up()
+
+
+def cmd_fleet_use(args: argparse.Namespace) -> int:
+    fleet = load_fleet(resolve_fleet(args.fleet))
+    use_fleet(fleet, restart=not args.no_restart)
+    state = "rendered" if args.no_restart else "running"
+    print(f"fleet {fleet.name!r} {state}: {len(fleet.nodes())} nodes")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from sim.cluster import DockerCluster
+
+    DockerCluster().up(build=not args.no_build, timeout_s=args.timeout)
+    return cmd_status(args)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from sim.cluster import DockerCluster
+
+    DockerCluster().down(volumes=args.volumes)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sim.cluster import DockerCluster, ExecTransport
+    from sim.slurm import Slurm
+
+    slurm = Slurm(ExecTransport(DockerCluster()))
+    print(f"{'node':<14} {'state':<18} {'gpus':<14} {'used':<10} partitions")
+    for node in slurm.nodes():
+        gpus = ",".join(f"{t}:{n}" for t, n in node.gpus.items()) or "-"
+        used = sum(len(i) for i in node.gpus_used.values())
+        print(
+            f"{node.name:<14} {'+'.join(node.state):<18} {gpus:<14} "
+            f"{used:<10} {','.join(node.partitions)}"
+        )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="sim",
+        description="A Slurm cluster with fake GPU GRES, rendered from a fleet spec.",
+    )
+    top.add_argument("-v", "--verbose", action="store_true", help="log decisions")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    render = sub.add_parser("render", help="render a fleet's Slurm and compose files")
+    render.add_argument("--fleet", default="default", help="preset name or spec path")
+    render.add_argument(
+        "--out",
+        default=str(paths.CHOSEN_RENDERING),
+        help="folder to write (replaced whole)",
+    )
+    render.set_defaults(func=cmd_render)
+
+    fleet = sub.add_parser("fleet", help="list, show or switch fleets")
+    fleet_sub = fleet.add_subparsers(
+        dest="fleet_command", required=True, metavar="ACTION"
+    )
+    fleet_sub.add_parser("list", help="the presets").set_defaults(func=cmd_fleet_list)
+    show = fleet_sub.add_parser("show", help="a fleet's pools")
+    show.add_argument("fleet", nargs="?", default="default")
+    show.set_defaults(func=cmd_fleet_show)
+    use = fleet_sub.add_parser(
+        "use", help="render a fleet and restart the cluster on it"
+    )
+    use.add_argument("fleet", help="preset name or spec path")
+    use.add_argument(
+        "--no-restart", action="store_true", help="only render and point compose at it"
+    )
+    use.set_defaults(func=cmd_fleet_use)
+
+    up = sub.add_parser(
+        "up", help="build and start the cluster, wait until every node is in service"
+    )
+    up.add_argument("--no-build", action="store_true")
+    up.add_argument("--timeout", type=float, default=900, help="seconds (default 900)")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop the cluster")
+    down.add_argument(
+        "--volumes",
+        action="store_true",
+        help="also delete secrets, accounting and state",
+    )
+    down.set_defaults(func=cmd_down)
+
+    sub.add_parser("status", help="nodes as Slurm reports them").set_defaults(
+        func=cmd_status
+    )
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print(f"sim: error: {exc}", file=sys.stderr)
+        return 2
+    except SimError as exc:
+        print(f"sim: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Cluster control: the compose cluster's containers, through Docker's API.
+
+Bringing the cluster up and down goes through `docker compose` (the compose
+file is the cluster's definition); everything done to a running cluster
+(commands, faults, logs) goes through the Docker SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from sim.errors import ClusterError, WaitTimeout
+from sim.paths import PROJECT
+from sim.slurm import CommandResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROJECT = "gpusim"
+# Lets a command receive its standard input through the exec API, which
+# takes none: the text travels in an environment variable.
+_STDIN_SHIM = 'printf "%s" "$SIM_STDIN" | exec "$@"'
+
+
+def project_name() -> str:
+    return (
+        os.environ.get("SIM_COMPOSE_PROJECT")
+        or os.environ.get("SIM_PROJECT_NAME")
+        or DEFAULT_PROJECT
+    )
+
+
+class DockerCluster:
+    """The containers of one compose project, found by compose's labels."""
+
+    def __init__(
+        self,
+        project: str | None = None,
+        client: docker.DockerClient | None = None,
+        directory: Path = PROJECT,
+    ):
+        self.project = project or project_name()
+        self.directory = directory
+        try:
+            self.docker = client or docker.from_env()
+            self.docker.ping()
+        except docker.errors.DockerException as exc:
+            raise ClusterError(f"cannot reach the Docker engine: {exc}") from None
+
+    # ---- lifecycle, through compose ---------------------------------------------
+
+    def compose(self, *args: str, timeout_s: float = 900) -> str:
+        if not shutil.which("docker"):
+            raise ClusterError(
+                "the docker command is not installed here; "
+                "bring the cluster up from the host"
+            )
+        argv = [
+            "docker",
+            "compose",
+            "--project-directory",
+            str(self.directory),
+            "-p",
+            self.project,
+            *args,
+        ]
+        log.info("running %s", " ".join(argv))
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+            raise ClusterError(
+                f"{' '.join(argv[1:])} exited {done.returncode}:\n{tail}"
+            )
+        return done.stdout
+
+    def up(self, *, build: bool = True, timeout_s: float = 900) -> None:
+        args = ["up", "-d", "--wait", "--remove-orphans"]
+        if build:
+            args.append("--build")
+        self.compose(*args, timeout_s=timeout_s)
+
+    def down(self, *, volumes: bool = False) -> None:
+        self.compose("down", "--remove-orphans", *(["-v"] if volumes else []))
+
+    # ---- containers ------------------------------------------------------------------
+
+    def containers(self, role: str | None = None) -> list[Container]:
+        labels = [f"com.docker.compose.project={self.project}"]
+        if role:
+            labels.append(f"sim.role={role}")
+        return self.docker.containers.list(all=True, filters={"label": labels})
+
+    def service(self, name: str) -> Container:
+        found = self.docker.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"com.docker.compose.project={self.project}",
+                    f"com.docker.compose.service={name}",
+                ]
+            },
+        )
+        if not found:
+            raise ClusterError(
+                f"no container of service {name!r} in compose project "
+                f"{self.project!r}; is the cluster up?"
+            )
+        return found[0]
+
+    def host_of(self, node: str) -> Container:
+        """The container whose slurmd serves `node`."""
+        for container in self.containers("node"):
+            if node in container.labels.get("sim.nodes", "").split(","):
+                return container
+        raise ClusterError(
+            f"no container serves node {node!r} in project {self.project!r}"
+        )
+
+    def exec(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        stdin: str | None = None,
+        workdir: str | None = None,
+        timeout_s: float = 60,
+    ) -> CommandResult:
+        container = self.service(service)
+        return self._exec(
+            container,
+            argv,
+            user=user,
+            stdin=stdin,
+            workdir=workdir,
+            timeout_s=timeout_s,
+        )
+
+    def _exec(
+        self,
+        container: Container,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        stdin: str | None = None,
+        workdir: str | None = None,
+        timeout_s: float = 60,
+    ) -> CommandResult:
+        command = list(argv)
+        environment = {}
+        if stdin is not None:
+            command = ["bash", "-c", _STDIN_SHIM, "sim-stdin", *command]
+            environment["SIM_STDIN"] = stdin
+        if timeout_s:
+            command = ["timeout", str(int(timeout_s)), *command]
+        try:
+            exit_code, (out, err) = container.exec_run(
+                command,
+                user=user or "",
+                workdir=workdir,
+                environment=environment,
+                demux=True,
+            )
+        except docker.errors.APIError as exc:
+            raise ClusterError(
+                f"exec in {container.name} failed: {exc.explanation}"
+            ) from None
+        return CommandResult(
+            tuple(argv),
+            exit_code,
+            (out or b"").decode(errors="replace"),
+            (err or b"").decode(errors="replace"),
+        )
+
+    def log_tail(self, path: str, lines: int = 20) -> str:
+        """The last lines of a Slurm log (all logs share one volume)."""
+        result = self.exec("slurmctld", ["tail", "-n", str(lines), path])
+        return (
+            result.stdout
+            if result.exit_code == 0
+            else f"({path}: {result.stderr.strip()})"
+        )
+
+    # ---- faults -------------------------------------------------------------------
+
+    def stop_node(self, node: str) -> None:
+        """A clean shutdown of the node's slurmd (jobs on it are lost to Slurm)."""
+        self._node_action(node, "stop", signal="TERM")
+
+    def kill_node(self, node: str) -> None:
+        """The node dies at once, as a machine losing power."""
+        self._node_action(node, "kill", signal="KILL")
+
+    def start_node(self, node: str) -> None:
+        container = self.host_of(node)
+        container.reload()
+        if container.status != "running":
+            container.start()
+            return
+        if self._shared(container):
+            self._exec(container, ["slurmd", "-N", node]).check()
+
+    def restart_controller(self, timeout_s: float = 60) -> None:
+        container = self.service("slurmctld")
+        container.restart(timeout=int(timeout_s))
+
+    def _node_action(self, node: str, action: str, *, signal: str) -> None:
+        container = self.host_of(node)
+        if not self._shared(container):
+            # One node per container: the container is the machine.
+            if action == "kill":
+                container.kill()
+            else:
+                container.stop(timeout=10)
+            return
+        # Several nodes share the container: end this node's slurmd and every
+        # job step it started, and nothing else.
+        script = (
+            'pid=$(cat "/run/slurm/slurmd-$1.pid") || exit 1; '
+            'steps=$(grep -lxz "SLURMD_NODENAME=$1" /proc/[0-9]*/environ '
+            "2>/dev/null | cut -d/ -f3); "
+            'kill -"$2" $pid $steps'
+        )
+        self._exec(container, ["bash", "-c", script, "sim-fault", node, signal]).check()
+
+    @staticmethod
+    def _shared(container: Container) -> bool:
+        return len(container.labels.get("sim.nodes", "").split(",")) > 1
+
+
+class ExecTransport:
+    """Runs Slurm's client commands in the cluster's login container."""
+
+    def __init__(self, cluster: DockerCluster, service: str = "login"):
+        self.cluster = cluster
+        self.service = service
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        stdin: str | None = None,
+        timeout_s: float = 60,
+    ) -> CommandResult:
+        workdir = f"/home/{user}" if user and user != "root" else None
+        return self.cluster.exec(
+            self.service,
+            argv,
+            user=user,
+            stdin=stdin,
+            workdir=workdir,
+            timeout_s=timeout_s,
+        )
+
+
+def wait_until(
+    condition: Callable[[], object],
+    *,
+    what: str,
+    timeout_s: float,
+    interval_s: float = 0.2,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    describe: Callable[[], str] | None = None,
+) -> object:
+    """Poll `condition` until it returns something truthy, or raise WaitTimeout."""
+    deadline = clock() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if clock() >= deadline:
+            seen = f"; last seen: {describe()}" if describe else ""
+            raise WaitTimeout(f"waited {timeout_s:g}s for {what}{seen}")
+        sleep(interval_s)
