@@ -88,7 +88,25 @@ class DockerCluster:
         args = ["up", "-d", "--wait", "--remove-orphans"]
         if build:
             args.append("--build")
-        self.compose(*args, timeout_s=timeout_s)
+        try:
+            self.compose(*args, timeout_s=timeout_s)
+        except ClusterError as exc:
+            raise ClusterError(f"{exc}\n{self.health_report()}") from None
+
+    def health_report(self) -> str:
+        """Why containers are not healthy: each one's last health-check output."""
+        lines = []
+        for container in self.containers():
+            state = container.attrs["State"]
+            health = state.get("Health") or {}
+            if state["Status"] == "running" and health.get("Status", "healthy") in (
+                "healthy", "starting"):
+                continue
+            checks = health.get("Log") or [{}]
+            said = (checks[-1].get("Output") or "").strip().replace("\n", "; ")
+            status = health.get("Status") or state["Status"]
+            lines.append(f"{container.name}: {status}{': ' + said if said else ''}")
+        return "\n".join(lines) or "every container is running and healthy"
 
     def down(self, *, volumes: bool = False) -> None:
         self.compose("down", "--remove-orphans", *(["-v"] if volumes else []))

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import jinja2
@@ -87,22 +85,32 @@ def render_fleet(fleet: Fleet, templates: Path = TEMPLATES) -> dict[str, str]:
 
 
 def write_rendering(files: dict[str, str], target: Path) -> None:
-    """Replace `target` with exactly `files`, all at once or not at all."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    """Make `target` hold exactly `files`, without a half-written state.
+
+    Running containers bind-mount `target`, so the folder itself is kept (a
+    new folder in its place would be invisible to them). Every file is staged
+    first; only when all are written does each replace its old version, and
+    files of the previous rendering that are no longer rendered go.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[Path, Path]] = []
     try:
         for name, text in files.items():
-            path = staging / name
+            path = target / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        staging.chmod(0o755)
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+            temporary = path.with_name(f".{path.name}.tmp")
+            staged.append((temporary, path))
+            temporary.write_text(text)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
         raise
+    for temporary, path in staged:
+        temporary.replace(path)
+    for path in sorted(target.rglob("*"), reverse=True):
+        relative = path.relative_to(target).as_posix()
+        if path.is_file() and relative not in files:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
     log.info("rendered %d files into %s", len(files), target)

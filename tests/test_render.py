@@ -159,10 +159,14 @@ def test_write_rendering_replaces_the_folder_whole(tmp_path: Path) -> None:
     write_tree({"slurm.conf": "old\n", "hosts/gone-1.manifest": "old\n"}, target)
     files = {"slurm.conf": "new\n", "hosts/a100-1.manifest": "node a100-1 6818\n"}
 
+    inode = target.stat().st_ino
+
     write_rendering(files, target)
 
     assert read_tree(target) == files
     assert [p.name for p in tmp_path.iterdir()] == ["cluster"]
+    # Containers bind-mount the folder: a new folder would be invisible to them.
+    assert target.stat().st_ino == inode
 
 
 def test_write_rendering_makes_a_new_folder(tmp_path: Path) -> None:
