@@ -145,6 +145,102 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def scenario_files(names: Sequence[str]) -> list[Path]:
+    """Scenario names (file stems in scenarios/) or paths; none means all."""
+    known = {p.stem: p for p in sorted(paths.SCENARIOS.glob("*.yaml"))}
+    if not names:
+        return list(known.values())
+    found = []
+    for name in names:
+        if name in known:
+            found.append(known[name])
+        elif Path(name).is_file():
+            found.append(Path(name))
+        else:
+            raise SpecError(
+                f"unknown scenario {name!r} (scenarios: "
+                f"{', '.join(known)}; or give the path of a .yaml file)"
+            )
+    return found
+
+
+def load_scenarios(names: Sequence[str]) -> list:
+    from sim.ledger import load_ledger
+    from sim.scenario import load_scenario
+
+    ids = load_ledger().ids()
+    return [load_scenario(path, ids) for path in scenario_files(names)]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for scenario in load_scenarios(args.scenarios):
+        print(f"{scenario.name:<28} {', '.join(scenario.claims)}")
+        print(f"{'':<28} {scenario.description}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sim.report import run_document, write_json, write_junit
+    from sim.runner import FAILED, NOT_RUN
+
+    scenarios = load_scenarios(args.scenarios)
+    runner = connect_runner(args)
+    results = []
+    for i, scenario in enumerate(scenarios, 1):
+        print(
+            f"[{i}/{len(scenarios)}] {scenario.name} ({', '.join(scenario.claims)})",
+            flush=True,
+        )
+        result = runner.run(scenario)
+        passed = sum(e.passed for e in result.expectations)
+        print(
+            f"  -> {result.status}: {passed}/{len(result.expectations)} expectations "
+            f"in {result.duration_s:.1f}s",
+            flush=True,
+        )
+        results.append(result)
+    print_summary(results)
+    document = run_document(results)
+    if args.json:
+        write_json(document, Path(args.json))
+    if args.junit:
+        write_junit(results, Path(args.junit))
+    failed = any(r.status == FAILED for r in results)
+    skipped = any(r.status == NOT_RUN for r in results)
+    return 1 if failed or (args.strict and skipped) else 0
+
+
+def connect_runner(args: argparse.Namespace):  # noqa: ANN201 - built lazily
+    from sim.cluster import DockerCluster, ExecTransport
+    from sim.runner import Runner
+    from sim.slurm import Slurm
+
+    cluster = DockerCluster()
+    slurm = Slurm(ExecTransport(cluster))
+    return Runner(
+        slurm,
+        cluster,
+        fleet=cluster.fleet(),
+        poll_interval_s=args.poll,
+        progress=lambda line: print(line, flush=True),
+    )
+
+
+def print_summary(results: list) -> None:
+    print()
+    print(f"{'scenario':<30} {'status':<8} {'expectations':>12} {'time':>7}")
+    for r in results:
+        passed = sum(e.passed for e in r.expectations)
+        print(
+            f"{r.name:<30} {r.status:<8} {passed:>5}/{len(r.expectations):<6} "
+            f"{r.duration_s:>6.1f}s"
+        )
+    counts = {
+        s: sum(r.status == s for r in results) for s in ("passed", "failed", "not_run")
+    }
+    print(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="sim",
@@ -197,6 +293,35 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="nodes as Slurm reports them").set_defaults(
         func=cmd_status
     )
+
+    listing = sub.add_parser(
+        "list", help="scenarios and the ledger claims they evidence"
+    )
+    listing.add_argument("scenarios", nargs="*", metavar="SCENARIO")
+    listing.set_defaults(func=cmd_list)
+
+    run = sub.add_parser("run", help="run scenarios against the cluster")
+    run.add_argument(
+        "scenarios",
+        nargs="*",
+        metavar="SCENARIO",
+        help="names in scenarios/ or paths (default: all)",
+    )
+    run.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    run.add_argument("--junit", metavar="FILE", help="write the results as JUnit XML")
+    run.add_argument(
+        "--poll",
+        type=float,
+        default=0.25,
+        metavar="S",
+        help="observation interval in seconds (default 0.25)",
+    )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit non-zero when a scenario could not run",
+    )
+    run.set_defaults(func=cmd_run)
     return top
 
 

@@ -20,6 +20,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from sim.errors import ClusterError, WaitTimeout
+from sim.fleet import Fleet
 from sim.paths import PROJECT
 from sim.slurm import CommandResult
 
@@ -201,6 +202,13 @@ class DockerCluster:
             (err or b"").decode(errors="replace"),
         )
 
+    def fleet(self) -> Fleet | None:
+        """The fleet the cluster was rendered from, as the controller has it."""
+        result = self.exec("slurmctld", ["cat", "/etc/sim/cluster/fleet.json"])
+        if result.exit_code != 0:
+            return None
+        return Fleet.model_validate_json(result.stdout)
+
     def log_tail(self, path: str, lines: int = 20) -> str:
         """The last lines of a Slurm log (all logs share one volume)."""
         result = self.exec("slurmctld", ["tail", "-n", str(lines), path])
@@ -226,8 +234,26 @@ class DockerCluster:
         if container.status != "running":
             container.start()
             return
-        if self._shared(container):
+        if self._shared(container) and not self._slurmd_alive(container, node):
             self._exec(container, ["slurmd", "-N", node]).check()
+
+    def revive(self) -> None:
+        """Start whatever a fault left stopped: node containers, slurmd, slurmctld."""
+        for container in self.containers():
+            role = container.labels.get("sim.role")
+            if role in ("keygen", "kit"):
+                continue
+            if container.status != "running":
+                log.info("starting %s", container.name)
+                container.start()
+            elif role == "node" and self._shared(container):
+                for node in container.labels["sim.nodes"].split(","):
+                    if not self._slurmd_alive(container, node):
+                        self._exec(container, ["slurmd", "-N", node]).check()
+
+    def _slurmd_alive(self, container: Container, node: str) -> bool:
+        probe = f'kill -0 "$(cat /run/slurm/slurmd-{node}.pid 2>/dev/null)" 2>/dev/null'
+        return self._exec(container, ["bash", "-c", probe]).exit_code == 0
 
     def restart_controller(self, timeout_s: float = 60) -> None:
         container = self.service("slurmctld")

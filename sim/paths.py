@@ -7,6 +7,7 @@ PROJECT = Path(os.environ.get("SIM_PROJECT", Path(__file__).resolve().parent.par
 TEMPLATES = PROJECT / "slurm-conf" / "templates"
 FLEETS = PROJECT / "slurm-conf" / "fleets"
 DEFAULT_FLEET = FLEETS / "default.yaml"
+SCENARIOS = PROJECT / "scenarios"
 # The committed rendering of the default fleet, used by compose.yaml when no
 # other fleet has been chosen.
 DEFAULT_RENDERING = PROJECT / "slurm-conf" / "rendered"

@@ -191,7 +191,7 @@ class Slurm:
 
     def jobs(self) -> list[Job]:
         """Every job slurmctld still knows, arrays expanded to their tasks."""
-        return parse_jobs(self._json(["squeue", "--all", "--json"]))
+        return parse_jobs(self._json(["squeue", "--all", "--states=all", "--json"]))
 
     def job(self, job_id: int) -> list[Job]:
         """One job, or every task of an array, as `scontrol show job` sees it."""
