@@ -199,6 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             flush=True,
         )
         results.append(result)
+    runner.clean_up()
     print_summary(results)
     document = run_document(results)
     if args.json:

@@ -138,6 +138,9 @@ class Scheduler(_Spec):
     def_mem_per_cpu_mb: int = Field(default=1024, ge=1)
     min_job_age_s: int = Field(default=600, ge=2)
     slurmd_timeout_s: int = Field(default=10, ge=5, le=3600)
+    # How long a requeued job waits before it may start again (Slurm's
+    # credential lifetime, AuthInfo=cred_expire; Slurm's default is 120).
+    requeue_delay_s: int = Field(default=15, ge=5, le=3600)
 
 
 class Containers(_Spec):

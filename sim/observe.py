@@ -57,7 +57,7 @@ class JobHistory:
                 if self.seen_running_at is None:
                     self.seen_running_at = now
             self.states.append(job.state)
-        if job.state == "PENDING" and job.reason not in self.reasons:
+        if job.state == "PENDING" and job.reason not in (*self.reasons, "None"):
             self.reasons.append(job.reason)
         if job.state == "RUNNING" and job.gpus:
             self.gpus = job.gpus

@@ -21,7 +21,15 @@ from sim.cluster import DockerCluster
 from sim.errors import SimError, WaitTimeout
 from sim.fleet import Fleet
 from sim.observe import ACTIVE_STATES, JobHistory, Observer
-from sim.scenario import Action, Expect, FleetRequirement, Scenario, Submit, Wait
+from sim.scenario import (
+    JOB_ID_PLACEHOLDER,
+    Action,
+    Expect,
+    FleetRequirement,
+    Scenario,
+    Submit,
+    Wait,
+)
 from sim.slurm import NodeInfo, Slurm, SubmitRejected
 
 log = logging.getLogger(__name__)
@@ -31,6 +39,12 @@ FAULT_ACTIONS = {"stop_node", "kill_node", "start_node", "restart_controller"}
 # Where each job's wrapper writes the GPU environment it was given.
 ENV_DIR = ".sim/jobs"
 ENV_RECORD_WAIT_S = 10
+ACCOUNTING_WAIT_S = 15
+START_FLAGS = {
+    "STARTED_ON_SUBMIT": "submit",
+    "STARTED_ON_SCHEDULE": "schedule",
+    "STARTED_ON_BACKFILL": "backfill",
+}
 WRAPPER = """#!/bin/bash
 record="$HOME/{env_dir}/$SLURM_JOB_ID.${{SLURM_RESTART_COUNT:-0}}.env"
 mkdir -p "$(dirname "$record")"
@@ -251,8 +265,12 @@ class Runner:
         script = WRAPPER.format(
             env_dir=ENV_DIR, script=spec.script or "", duration=spec.duration_s
         )
+        options = [
+            JOB_ID_PLACEHOLDER.sub(lambda m: str(self._job_id(m.group(1))), o)
+            for o in spec.sbatch_options()
+        ]
         try:
-            job_id = self.slurm.submit(spec.sbatch_options(), script, user=spec.user)
+            job_id = self.slurm.submit(options, script, user=spec.user)
         except SubmitRejected as exc:
             self._jobs[spec.name] = _Submitted(spec, None, exc.message)
             self.progress(f"      rejected: {exc.message}")
@@ -409,7 +427,12 @@ class Runner:
                 time.sleep(self.poll_interval_s)
                 env = self._env_records(users)
         features = {n.name: n.features for n in self.slurm.nodes()}
+        accounting = self._accounting(histories) if expect.started_by else {}
         for history in histories:
+            if expect.started_by:
+                results.append(
+                    check_started_by(expect, history, accounting.get(history.job_id))
+                )
             results += check_job(
                 expect,
                 history,
@@ -419,6 +442,17 @@ class Runner:
                 related=self._related(expect),
             )
         return results
+
+    def _accounting(self, histories: list[JobHistory]) -> dict[int, dict[str, Any]]:
+        """sacct's records of started jobs; slurmdbd may lag a moment behind."""
+        wanted = {h.job_id for h in histories if h.start_time}
+        deadline = time.monotonic() + ACCOUNTING_WAIT_S
+        while True:
+            records = {r["job_id"]: r for r in self.slurm.accounting(sorted(wanted))}
+            started = {i for i, r in records.items() if _start_flag(r)}
+            if wanted <= started or time.monotonic() >= deadline:
+                return records
+            time.sleep(self.poll_interval_s)
 
     def _related(self, expect: Expect) -> dict[str, list[JobHistory]]:
         refs = [
@@ -477,9 +511,7 @@ class Runner:
         if self.cluster is not None:
             self.cluster.revive()
         self._until(self._controller_answers, "slurmctld to answer", 60)
-        for job in self.slurm.jobs():
-            if job.state in ACTIVE_STATES:
-                self.slurm.cancel(job.job_id)
+        self.clean_up()
         self._until(
             lambda: not any(j.state in ACTIVE_STATES for j in self.slurm.jobs()),
             "the queue to empty",
@@ -495,6 +527,12 @@ class Runner:
                 if n.state != ("IDLE",)
             ),
         )
+
+    def clean_up(self) -> None:
+        """Cancel every job still queued or running."""
+        for job in self.slurm.jobs():
+            if job.state in ACTIVE_STATES:
+                self.slurm.cancel(job.job_id)
 
     def _nodes_in_service(self) -> bool:
         nodes = self.slurm.nodes()
@@ -583,6 +621,32 @@ def _indices(text: str | None) -> list[int] | None:
     if text is None or text == "unset":
         return None
     return [int(i) for i in text.split(",") if i.strip().isdigit()]
+
+
+def _start_flag(record: dict[str, Any]) -> str | None:
+    for flag in record.get("flags", []):
+        if flag in START_FLAGS:
+            return START_FLAGS[flag]
+    return None
+
+
+def check_started_by(
+    expect: Expect, history: JobHistory, record: dict[str, Any] | None
+) -> ExpectationResult:
+    by = {"schedule": "the main scheduler", "submit": "submission"}
+    how_named = by.get(expect.started_by, expect.started_by)
+    text = f"{expect.job} (job {history.latest.label}) was started by {how_named}"
+    if record is None:
+        return ExpectationResult(
+            text, FAILED, "no accounting record", expect.started_by
+        )
+    how = _start_flag(record)
+    return ExpectationResult(
+        text,
+        PASSED if how == expect.started_by else FAILED,
+        f"accounting flags {record.get('flags', [])}",
+        expect.started_by,
+    )
 
 
 def check_rejected(expect: Expect, message: str | None) -> ExpectationResult:

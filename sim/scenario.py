@@ -21,6 +21,8 @@ NAME = r"^[a-z][a-z0-9_-]*$"
 # A job reference: a submitted job's name, or one task of an array: name[3].
 JOB_REF = r"^[a-z][a-z0-9_-]*(\[\d+\])?$"
 JobRef = str
+# In sbatch options, {job:NAME} stands for the Slurm job id of job NAME.
+JOB_ID_PLACEHOLDER = re.compile(r"\{job:([a-z][a-z0-9_-]*)\}")
 JOB_STATES = (
     "PENDING",
     "RUNNING",
@@ -136,6 +138,9 @@ class Expect(_Spec):
     requeued: bool | None = None
     starts_after_end_of: JobRef | None = None
     starts_before: JobRef | None = None
+    # How slurmctld started it, from accounting: at submission, by the main
+    # scheduler's pass, or by backfill.
+    started_by: Literal["submit", "schedule", "backfill"] | None = None
     # Node checks (with `node`): state above, and:
     flags: tuple[str, ...] = ()
 
@@ -304,6 +309,13 @@ def _cross_check(scenario: Scenario, claim_ids: set[str] | None) -> str | None:
     names: list[str] = []
     for i, action in enumerate(scenario.actions):
         if action.submit:
+            for option in action.submit.options:
+                for ref in JOB_ID_PLACEHOLDER.findall(option):
+                    if ref not in names:
+                        return (
+                            f"actions[{i}].submit.options: {{job:{ref}}} names no "
+                            f"job submitted before this one"
+                        )
             if action.submit.name in names:
                 return (
                     f"actions[{i}].submit.name: job name "

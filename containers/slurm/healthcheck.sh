@@ -30,7 +30,8 @@ case ${1:-} in
         while read -r name; do
             [ -n "$name" ] || continue
             state=$(awk -v n="$name" '$1 == n { print $2; exit }' <<<"$states")
-            case $state in
+            # A trailing "-" marks a node backfill has planned for: in service.
+            case ${state%-} in
                 idle|mixed|allocated|completing) ;;
                 *) echo "node $name is ${state:-missing}"; exit 1 ;;
             esac
