@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from sim.runner import FAILED, NOT_RUN, ScenarioResult
+from sim.expect import FAILED, NOT_RUN
+from sim.runner import ScenarioResult
 
 
 def run_document(results: list[ScenarioResult], **extra: Any) -> dict[str, Any]:

@@ -19,13 +19,28 @@ from typing import Any
 
 from sim.cluster import DockerCluster
 from sim.errors import SimError, WaitTimeout
+from sim.expect import (
+    FAILED,
+    NOT_RUN,
+    PASSED,
+    ExpectationResult,
+    check_capacity,
+    check_job,
+    check_node,
+    check_rejected,
+    check_started_by,
+    fleet_mismatch,
+    node_in_state,
+    node_state,
+    parse_env_records,
+    start_flag,
+)
 from sim.fleet import Fleet
 from sim.observe import ACTIVE_STATES, JobHistory, Observer
 from sim.scenario import (
     JOB_ID_PLACEHOLDER,
     Action,
     Expect,
-    FleetRequirement,
     Scenario,
     Submit,
     Wait,
@@ -34,17 +49,11 @@ from sim.slurm import NodeInfo, Slurm, SubmitRejected
 
 log = logging.getLogger(__name__)
 
-PASSED, FAILED, NOT_RUN = "passed", "failed", "not_run"
 FAULT_ACTIONS = {"stop_node", "kill_node", "start_node", "restart_controller"}
 # Where each job's wrapper writes the GPU environment it was given.
 ENV_DIR = ".sim/jobs"
 ENV_RECORD_WAIT_S = 10
 ACCOUNTING_WAIT_S = 15
-START_FLAGS = {
-    "STARTED_ON_SUBMIT": "submit",
-    "STARTED_ON_SCHEDULE": "schedule",
-    "STARTED_ON_BACKFILL": "backfill",
-}
 WRAPPER = """#!/bin/bash
 record="$HOME/{env_dir}/$SLURM_JOB_ID.${{SLURM_RESTART_COUNT:-0}}.env"
 mkdir -p "$(dirname "$record")"
@@ -58,18 +67,6 @@ trap 'exit 0' USR1
 {script}
 sleep {duration} & wait $!
 """
-
-
-@dataclass
-class ExpectationResult:
-    text: str
-    status: str
-    observed: Any
-    expected: Any = None
-
-    @property
-    def passed(self) -> bool:
-        return self.status == PASSED
 
 
 @dataclass
@@ -321,7 +318,7 @@ class Runner:
                 lambda: node_in_state(self._node(wait.node), wait.state),
                 what,
                 wait.timeout_s,
-                describe=lambda: _node_state(self._node(wait.node)),
+                describe=lambda: node_state(self._node(wait.node)),
             )
             return
         refs = wait.jobs()
@@ -449,7 +446,7 @@ class Runner:
         deadline = time.monotonic() + ACCOUNTING_WAIT_S
         while True:
             records = {r["job_id"]: r for r in self.slurm.accounting(sorted(wanted))}
-            started = {i for i, r in records.items() if _start_flag(r)}
+            started = {i for i, r in records.items() if start_flag(r)}
             if wanted <= started or time.monotonic() >= deadline:
                 return records
             time.sleep(self.poll_interval_s)
@@ -522,7 +519,7 @@ class Runner:
             "every node to be idle",
             self.reset_timeout_s,
             describe=lambda: ", ".join(
-                f"{n.name} {_node_state(n)}"
+                f"{n.name} {node_state(n)}"
                 for n in self.slurm.nodes()
                 if n.state != ("IDLE",)
             ),
@@ -565,22 +562,6 @@ def _split_ref(ref: str) -> tuple[str, int | None]:
     return match.group(1), int(match.group(2)) if match.group(2) else None
 
 
-def _node_state(node: NodeInfo | None) -> str:
-    return "+".join(node.state) if node else "unknown to Slurm"
-
-
-def node_in_state(node: NodeInfo | None, state: str) -> bool:
-    if node is None:
-        return False
-    if state in ("IDLE", "MIXED", "ALLOCATED", "DOWN", "UNKNOWN", "FUTURE"):
-        return node.base_state == state
-    if state in ("DRAINED", "DRAINING"):
-        return node.has("DRAIN") and (
-            (node.base_state == "IDLE") == (state == "DRAINED")
-        )
-    return node.has(state)
-
-
 def describe_action(action: Action) -> str:
     value = action.value
     if action.kind == "submit":
@@ -602,360 +583,6 @@ def describe_action(action: Action) -> str:
         return action.kind.replace("_", " ")
     target = value if isinstance(value, str) else value.node
     return f"{action.kind.replace('_', ' ')} {target}"
-
-
-def parse_env_records(text: str) -> list[tuple[int, int, dict[str, str]]]:
-    """`== 12.0.env` headed blocks of KEY=value lines -> (job, restart, values)."""
-    records = []
-    for block in text.split("== ")[1:]:
-        header, _, body = block.partition("\n")
-        match = re.fullmatch(r"(\d+)\.(\d+)\.env", header.strip())
-        if not match:
-            continue
-        values = dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
-        records.append((int(match.group(1)), int(match.group(2)), values))
-    return records
-
-
-def _indices(text: str | None) -> list[int] | None:
-    if text is None or text == "unset":
-        return None
-    return [int(i) for i in text.split(",") if i.strip().isdigit()]
-
-
-def _start_flag(record: dict[str, Any]) -> str | None:
-    for flag in record.get("flags", []):
-        if flag in START_FLAGS:
-            return START_FLAGS[flag]
-    return None
-
-
-def check_started_by(
-    expect: Expect, history: JobHistory, record: dict[str, Any] | None
-) -> ExpectationResult:
-    by = {"schedule": "the main scheduler", "submit": "submission"}
-    how_named = by.get(expect.started_by, expect.started_by)
-    text = f"{expect.job} (job {history.latest.label}) was started by {how_named}"
-    if record is None:
-        return ExpectationResult(
-            text, FAILED, "no accounting record", expect.started_by
-        )
-    how = _start_flag(record)
-    return ExpectationResult(
-        text,
-        PASSED if how == expect.started_by else FAILED,
-        f"accounting flags {record.get('flags', [])}",
-        expect.started_by,
-    )
-
-
-def check_rejected(expect: Expect, message: str | None) -> ExpectationResult:
-    if expect.rejected is None:
-        return ExpectationResult(
-            f"{expect.job} is accepted at submission", FAILED, f"rejected: {message}"
-        )
-    text = f"{expect.job} is rejected at submission with /{expect.rejected}/"
-    if message is None:
-        return ExpectationResult(text, FAILED, "accepted", expect.rejected)
-    ok = re.search(expect.rejected, message) is not None
-    return ExpectationResult(text, PASSED if ok else FAILED, message, expect.rejected)
-
-
-def check_job(
-    expect: Expect,
-    history: JobHistory,
-    *,
-    pool_of: Callable[[str], str | None],
-    features: dict[str, tuple[str, ...]],
-    env: dict[str, str] | None,
-    related: dict[str, list[JobHistory]],
-) -> list[ExpectationResult]:
-    job = history.latest
-    who = f"{expect.job} (job {job.label})"
-    results: list[ExpectationResult] = []
-
-    def record(text: str, ok: bool, observed: Any, expected: Any = None) -> None:
-        results.append(
-            ExpectationResult(
-                f"{who} {text}", PASSED if ok else FAILED, observed, expected
-            )
-        )
-
-    if expect.state:
-        record(f"is {expect.state}", job.state == expect.state, job.state, expect.state)
-    if expect.reason:
-        seen = f"{job.state} reason {job.reason}"
-        record(
-            f"pends with reason {expect.reason}",
-            job.state == "PENDING" and job.reason == expect.reason,
-            seen,
-            expect.reason,
-        )
-    for reason in expect.reasons_seen:
-        record(
-            f"pended with reason {reason} at some point",
-            reason in history.reasons,
-            history.reasons,
-            reason,
-        )
-    nodes = list(history.nodes)
-    if expect.on_node:
-        record(
-            f"runs on {expect.on_node}",
-            expect.on_node in nodes,
-            nodes or "no node",
-            expect.on_node,
-        )
-    if expect.pool:
-        pools = sorted({pool_of(n) or "?" for n in nodes})
-        record(
-            f"runs on a node of pool {expect.pool}",
-            pools == [expect.pool],
-            f"pool {','.join(pools) or 'none'} (node {','.join(nodes) or 'none'})",
-            expect.pool,
-        )
-    if expect.feature:
-        record(
-            f"runs on a node with feature {expect.feature}",
-            bool(nodes) and all(expect.feature in features.get(n, ()) for n in nodes),
-            nodes or "no node",
-            expect.feature,
-        )
-    if expect.partition:
-        record(
-            f"is in partition {expect.partition}",
-            job.partition == expect.partition,
-            job.partition,
-            expect.partition,
-        )
-    if expect.gpus is not None:
-        results.append(_check_gpus(who, expect.gpus, history))
-    if expect.indices is not None:
-        held = sorted(i for a in history.gpus for i in a.indices)
-        record(
-            f"holds GPU indices {list(expect.indices)}",
-            held == sorted(expect.indices),
-            held,
-            list(expect.indices),
-        )
-    if expect.env_agrees:
-        results.append(_check_env(who, history, env))
-    if expect.disjoint_with:
-        results.append(
-            _check_disjoint(
-                who, history, expect.disjoint_with, related[expect.disjoint_with]
-            )
-        )
-    if expect.requeued is not None:
-        record(
-            "was requeued" if expect.requeued else "was not requeued",
-            history.requeued == expect.requeued,
-            f"started {history.starts} time(s), restart count {job.restart_count}",
-        )
-    if expect.starts_after_end_of:
-        results.append(
-            _check_order(
-                who,
-                history,
-                expect.starts_after_end_of,
-                related[expect.starts_after_end_of],
-                after=True,
-            )
-        )
-    if expect.starts_before:
-        results.append(
-            _check_order(
-                who,
-                history,
-                expect.starts_before,
-                related[expect.starts_before],
-                after=False,
-            )
-        )
-    return results
-
-
-def _check_gpus(who: str, expected: Any, history: JobHistory) -> ExpectationResult:
-    count = expected if isinstance(expected, int) else expected.count
-    gpu_type = None if isinstance(expected, int) else expected.type
-    held = history.gpus
-    total = sum(a.count for a in held)
-    types = sorted({a.type or "untyped" for a in held})
-    ok = total == count and (gpu_type is None or types == [gpu_type] or count == 0)
-    want = f"{count} {gpu_type} GPU(s)" if gpu_type else f"{count} GPU(s)"
-    seen = (
-        ", ".join(
-            f"{a.count} {a.type} on {a.node} (IDX {list(a.indices)})" for a in held
-        )
-        or "no GPUs seen while running"
-    )
-    return ExpectationResult(
-        f"{who} holds {want}", PASSED if ok else FAILED, seen, want
-    )
-
-
-def _check_env(
-    who: str, history: JobHistory, env: dict[str, str] | None
-) -> ExpectationResult:
-    text = f"{who}'s CUDA_VISIBLE_DEVICES and SLURM_JOB_GPUS name its GPU indices"
-    held = sorted(i for a in history.gpus for i in a.indices)
-    if env is None:
-        return ExpectationResult(
-            text, FAILED, "the job wrote no environment record", held
-        )
-    cuda = _indices(env.get("CUDA_VISIBLE_DEVICES"))
-    job_gpus = _indices(env.get("SLURM_JOB_GPUS"))
-    ok = (
-        bool(held)
-        and cuda is not None
-        and sorted(cuda) == held
-        and job_gpus is not None
-        and sorted(job_gpus) == held
-    )
-    observed = (
-        f"IDX {held}, CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')}, "
-        f"SLURM_JOB_GPUS={env.get('SLURM_JOB_GPUS')}"
-    )
-    return ExpectationResult(text, PASSED if ok else FAILED, observed, held)
-
-
-def _check_disjoint(
-    who: str, history: JobHistory, other_ref: str, others: list[JobHistory]
-) -> ExpectationResult:
-    text = f"{who} holds GPUs disjoint from {other_ref}'s"
-    mine = {(a.node, i) for a in history.gpus for i in a.indices}
-    theirs = {(a.node, i) for o in others for a in o.gpus for i in a.indices}
-    shared = sorted(mine & theirs)
-    ok = bool(mine) and bool(theirs) and not shared
-    observed = (
-        f"{sorted(mine)} vs {sorted(theirs)}" if not shared else f"both hold {shared}"
-    )
-    return ExpectationResult(text, PASSED if ok else FAILED, observed)
-
-
-def _check_order(
-    who: str,
-    history: JobHistory,
-    other_ref: str,
-    others: list[JobHistory],
-    *,
-    after: bool,
-) -> ExpectationResult:
-    start = history.start_time
-    if after:
-        text = f"{who} starts only after {other_ref} ends"
-        ends = [o.end_time for o in others]
-        if start is None or not ends or None in ends:
-            return ExpectationResult(
-                text, FAILED, f"start {start}, {other_ref} end {ends or 'unseen'}"
-            )
-        ok = start >= max(ends)
-        return ExpectationResult(
-            text,
-            PASSED if ok else FAILED,
-            f"start {start:%H:%M:%S}, {other_ref} ended {max(ends):%H:%M:%S}",
-        )
-    text = f"{who} starts before {other_ref}"
-    starts = [o.start_time for o in others]
-    if start is None:
-        return ExpectationResult(text, FAILED, "it has not started")
-    if not starts or None in starts:
-        return ExpectationResult(
-            text, PASSED, f"started {start:%H:%M:%S}; {other_ref} has not started"
-        )
-    ok = start < min(starts)
-    return ExpectationResult(
-        text,
-        PASSED if ok else FAILED,
-        f"started {start:%H:%M:%S}, {other_ref} {min(starts):%H:%M:%S}",
-    )
-
-
-def check_node(expect: Expect, node: NodeInfo | None) -> list[ExpectationResult]:
-    results = []
-    state = _node_state(node)
-    if expect.state:
-        ok = node_in_state(node, expect.state)
-        results.append(
-            ExpectationResult(
-                f"node {expect.node} is {expect.state}",
-                PASSED if ok else FAILED,
-                state,
-                expect.state,
-            )
-        )
-    for flag in expect.flags:
-        ok = node is not None and node.has(flag)
-        results.append(
-            ExpectationResult(
-                f"node {expect.node} has flag {flag}",
-                PASSED if ok else FAILED,
-                state,
-                flag,
-            )
-        )
-    return results
-
-
-def in_service(node: NodeInfo) -> bool:
-    return node.base_state in ("IDLE", "MIXED", "ALLOCATED") and not any(
-        node.has(f) for f in ("DRAIN", "NOT_RESPONDING", "POWERED_DOWN")
-    )
-
-
-def check_capacity(
-    expected: dict[str, int], nodes: list[NodeInfo]
-) -> ExpectationResult:
-    serving = [n for n in nodes if in_service(n)]
-    seen = {"gpus": sum(sum(n.gpus.values()) for n in serving), "nodes": len(serving)}
-    shown = {k: seen[k] for k in expected}
-    text = "nodes in service hold " + ", ".join(f"{v} {k}" for k, v in expected.items())
-    return ExpectationResult(
-        text, PASSED if shown == expected else FAILED, shown, expected
-    )
-
-
-def fleet_mismatch(
-    need: FleetRequirement, fleet: Fleet | None, nodes: list[NodeInfo]
-) -> str:
-    """Why the cluster's fleet does not meet `need`, or '' when it does."""
-    if need.preset:
-        if fleet is None:
-            return (
-                f"needs the kit's fleet preset {need.preset!r}; this cluster was "
-                "not rendered by the kit"
-            )
-        if fleet.name != need.preset:
-            return (
-                f"needs fleet {need.preset!r}, the cluster runs {fleet.name!r} "
-                f"(switch with: sim fleet use {need.preset})"
-            )
-    totals: dict[str, int] = {}
-    widest: dict[str, int] = {}
-    for node in nodes:
-        for gpu_type, count in node.gpus.items():
-            totals[gpu_type] = totals.get(gpu_type, 0) + count
-            widest[gpu_type] = max(widest.get(gpu_type, 0), count)
-    for gpu_type, count in need.gpus.items():
-        if totals.get(gpu_type, 0) < count:
-            have = totals.get(gpu_type, 0)
-            return f"needs {count} {gpu_type} GPUs, the cluster has {have}"
-    for gpu_type, count in need.gpus_per_node.items():
-        if widest.get(gpu_type, 0) < count:
-            return (
-                f"needs a node with {count} {gpu_type} GPUs, the widest has "
-                f"{widest.get(gpu_type, 0)}"
-            )
-    partitions = {p for n in nodes for p in n.partitions}
-    for part in need.partitions:
-        if part not in partitions:
-            have = ", ".join(sorted(partitions))
-            return f"needs partition {part!r} (the cluster has {have})"
-    features = {f for n in nodes for f in n.features}
-    for feature in need.features:
-        if feature not in features:
-            return f"needs node feature {feature!r}"
-    return ""
 
 
 def job_evidence(
