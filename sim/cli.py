@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sim import paths
 from sim.errors import SimError, SpecError
@@ -180,11 +181,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sim.report import run_document, write_json, write_junit
-    from sim.runner import FAILED, NOT_RUN
+    import time
+    from datetime import datetime
 
+    from sim.expect import FAILED, NOT_RUN
+    from sim.ledger import load_ledger
+    from sim.report import RunInfo, run_document, write_json, write_junit, write_reports
+    from sim.verdicts import NO_EVIDENCE, verdicts
+
+    ledger = load_ledger()
     scenarios = load_scenarios(args.scenarios)
-    runner = connect_runner(args)
+    runner, target = connect_runner(args)
+    started, began = datetime.now().astimezone(), time.monotonic()
     results = []
     for i, scenario in enumerate(scenarios, 1):
         print(
@@ -200,31 +208,77 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         results.append(result)
     runner.clean_up()
+    found = verdicts(ledger, results)
+    fleet = runner.fleet
+    run = RunInfo(
+        started_at=started.isoformat(timespec="seconds"),
+        target=target,
+        mode="fake",
+        slurm_version=runner.slurm.version(),
+        fleet=f"{fleet.name}: {fleet.description}"
+        if fleet
+        else "not rendered by the kit",
+        duration_s=round(time.monotonic() - began, 1),
+    )
     print_summary(results)
-    document = run_document(results)
+    print_verdicts(found)
+    folder = Path(
+        args.report_dir
+        or paths.PROJECT / "reports" / started.strftime("run-%Y%m%d-%H%M%S")
+    )
+    gpu_rows = (
+        [(n.name, i) for n in fleet.nodes() for i in range(n.pool.gpus)]
+        if fleet
+        else None
+    )
+    write_reports(folder, results, found, run, gpu_rows)
+    _point_latest(folder)
+    print(f"reports: {folder}/report.md, report.html, run.json, timeline.png")
     if args.json:
-        write_json(document, Path(args.json))
+        write_json(run_document(results, found, run), Path(args.json))
     if args.junit:
         write_junit(results, Path(args.junit))
     failed = any(r.status == FAILED for r in results)
-    skipped = any(r.status == NOT_RUN for r in results)
+    skipped = any(r.status == NOT_RUN for r in results) or any(
+        v.verdict == NO_EVIDENCE and v.claim.kit.checks for v in found
+    )
     return 1 if failed or (args.strict and skipped) else 0
 
 
-def connect_runner(args: argparse.Namespace):  # noqa: ANN201 - built lazily
+def _point_latest(folder: Path) -> None:
+    """reports/latest names the newest run's folder."""
+    latest = folder.parent / "latest"
+    if latest.is_symlink() or not latest.exists():
+        latest.unlink(missing_ok=True)
+        latest.symlink_to(folder.name)
+
+
+def connect_runner(args: argparse.Namespace) -> tuple[Any, str]:
     from sim.cluster import DockerCluster, ExecTransport
     from sim.runner import Runner
     from sim.slurm import Slurm
 
     cluster = DockerCluster()
     slurm = Slurm(ExecTransport(cluster))
-    return Runner(
+    runner = Runner(
         slurm,
         cluster,
         fleet=cluster.fleet(),
         poll_interval_s=args.poll,
         progress=lambda line: print(line, flush=True),
     )
+    return runner, f"compose cluster {cluster.project!r} with fake GPU GRES"
+
+
+def print_verdicts(found: list) -> None:
+    print()
+    print(f"{'claim':<32} {'group':<8} verdict")
+    for v in found:
+        print(f"{v.claim.id:<32} {v.claim.group:<8} {v.verdict}")
+    print("\nOutside both modes (no mode of this lab supports these):")
+    for v in found:
+        if v.claim.group == "neither":
+            print(f"  - {v.claim.text}")
 
 
 def print_summary(results: list) -> None:
@@ -240,6 +294,21 @@ def print_summary(results: list) -> None:
         s: sum(r.status == s for r in results) for s in ("passed", "failed", "not_run")
     }
     print(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+def cmd_lint_claims(args: argparse.Namespace) -> int:
+    from sim.lint import lint_paths
+
+    paths_given = [Path(p) for p in args.paths]
+    missing = [str(p) for p in paths_given if not p.exists()]
+    if missing:
+        raise SpecError(f"no such file or folder: {', '.join(missing)}")
+    findings = lint_paths(paths_given)
+    for finding in findings:
+        print(finding)
+    if findings:
+        print(f"{len(findings)} overclaiming phrase(s) found", file=sys.stderr)
+    return 1 if findings else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -320,9 +389,18 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--strict",
         action="store_true",
-        help="exit non-zero when a scenario could not run",
+        help="exit non-zero when a scenario could not run or a claim the kit "
+        "checks has no evidence",
     )
+    run.add_argument("--report-dir", metavar="DIR",
+                     help="folder for the reports (default reports/run-TIMESTAMP)")
     run.set_defaults(func=cmd_run)
+
+    lint = sub.add_parser("lint-claims", help="flag phrasing that overclaims for a "
+                          "fake-mode lab")
+    lint.add_argument("paths", nargs="+", metavar="PATH",
+                      help="Markdown, text or HTML files, or folders of them")
+    lint.set_defaults(func=cmd_lint_claims)
     return top
 
 

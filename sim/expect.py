@@ -49,9 +49,10 @@ def node_in_state(node: NodeInfo | None, state: str) -> bool:
     if state in ("IDLE", "MIXED", "ALLOCATED", "DOWN", "UNKNOWN", "FUTURE"):
         return node.base_state == state
     if state in ("DRAINED", "DRAINING"):
-        return node.has("DRAIN") and (
-            (node.base_state == "IDLE") == (state == "DRAINED")
-        )
+        # Slurm's own rule: draining while a job holds the node or is still
+        # completing on it, drained otherwise (a down node included).
+        busy = node.base_state in ("ALLOCATED", "MIXED") or node.has("COMPLETING")
+        return node.has("DRAIN") and busy == (state == "DRAINING")
     return node.has(state)
 
 

@@ -8,6 +8,7 @@ was observed, whether it passed or not.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sim.boundary import PROBE, interpret
 from sim.cluster import DockerCluster
 from sim.errors import SimError, WaitTimeout
 from sim.expect import (
@@ -64,6 +66,7 @@ mkdir -p "$(dirname "$record")"
 }} > "$record"
 # `finish` sends USR1: the job then ends early, successfully.
 trap 'exit 0' USR1
+{probe}
 {script}
 sleep {duration} & wait $!
 """
@@ -97,6 +100,8 @@ class ScenarioResult:
     expectations: list[ExpectationResult] = field(default_factory=list)
     jobs: list[JobEvidence] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
+    # What boundary controls observed (see sim.boundary).
+    observations: list[dict[str, Any]] = field(default_factory=list)
     duration_s: float = 0.0
     started_at: str = ""
     path: str = ""
@@ -234,6 +239,8 @@ class Runner:
             self.slurm.update_node(value, State="RESUME")
         elif kind == "reconfigure":
             self.slurm.reconfigure()
+        elif kind == "probe":
+            self._record_probe(value, result)
         else:
             self._fault(kind, value)
 
@@ -251,6 +258,23 @@ class Runner:
         elif kind == "start_node":
             self.cluster.start_node(node)
 
+    def _record_probe(self, ref: str, result: ScenarioResult) -> None:
+        job_id = self._job_id(ref)
+        user = self._jobs[_split_ref(ref)[0]].spec.user
+        path = f"$HOME/{ENV_DIR}/{job_id}.0.probe.json"
+        deadline = time.monotonic() + ENV_RECORD_WAIT_S
+        while True:
+            found = self.slurm.transport.run(["bash", "-c", f'cat "{path}"'], user=user)
+            if found.exit_code == 0 and found.stdout.strip():
+                break
+            if time.monotonic() >= deadline:
+                raise ScenarioFailed(f"job {ref} wrote no probe record ({path})")
+            time.sleep(self.poll_interval_s)
+        for finding in interpret(json.loads(found.stdout)):
+            finding["job"] = ref
+            result.observations.append(finding)
+            self.progress(f"      observed: {finding['finding']}")
+
     def _controller_answers(self) -> bool:
         try:
             self.slurm.nodes()
@@ -259,9 +283,12 @@ class Runner:
         return True
 
     def _submit(self, spec: Submit) -> None:
-        script = WRAPPER.format(
-            env_dir=ENV_DIR, script=spec.script or "", duration=spec.duration_s
-        )
+        probe = ""
+        if spec.probe:
+            probe = (f'python3 - > "${{record%.env}}.probe.json" <<\'PROBE\'\n'
+                     f"{PROBE.strip()}\nPROBE")
+        script = WRAPPER.format(env_dir=ENV_DIR, script=spec.script or "",
+                                duration=spec.duration_s, probe=probe)
         options = [
             JOB_ID_PLACEHOLDER.sub(lambda m: str(self._job_id(m.group(1))), o)
             for o in spec.sbatch_options()

@@ -75,6 +75,8 @@ class Submit(_Spec):
     array: str | None = Field(default=None, pattern=r"^[0-9,%:-]+$")
     duration_s: int = Field(default=300, ge=0, le=86400)
     script: str | None = None
+    # Run the boundary-control probe (sim.boundary.PROBE) as the job starts.
+    probe: bool = False
 
     def sbatch_options(self) -> list[str]:
         options = [f"--job-name={self.name}"]
@@ -167,6 +169,12 @@ class Expect(_Spec):
                 raise ValueError(
                     f"capacity takes gpus and nodes, not {sorted(unknown)}"
                 )
+            if not self.capacity:
+                raise ValueError("capacity needs gpus or nodes to check")
+            # The runner checks only capacity here: refuse what it would skip.
+            others = [k for k in self.checks() if k != "capacity"]
+            if others:
+                raise ValueError(f"{others[0]} applies to jobs and nodes, not capacity")
         if not self.checks():
             raise ValueError(
                 "nothing to check: add state, reason, gpus or another check"
@@ -213,6 +221,7 @@ ACTIONS = (
     "start_node",
     "restart_controller",
     "reconfigure",
+    "probe",
 )
 
 
@@ -231,6 +240,8 @@ class Action(_Spec):
     start_node: str | None = None
     restart_controller: Literal[True] | None = None
     reconfigure: Literal[True] | None = None
+    # Record what a job's boundary-control probe observed.
+    probe: JobRef | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Action:
@@ -240,7 +251,7 @@ class Action(_Spec):
             raise ValueError(
                 f"give exactly one action of {', '.join(ACTIONS)} (got {got})"
             )
-        for key in ("cancel", "finish"):
+        for key in ("cancel", "finish", "probe"):
             if getattr(self, key) is not None:
                 _job_ref(getattr(self, key))
         return self
@@ -272,7 +283,8 @@ class Scenario(_Spec):
     name: str = Field(pattern=NAME, max_length=60)
     description: str = Field(min_length=1)
     claims: tuple[str, ...] = Field(min_length=1)
-    fleet: FleetRequirement | str = "default"
+    # Validated even when omitted, so that it always becomes a FleetRequirement.
+    fleet: FleetRequirement | str = Field(default="default", validate_default=True)
     actions: tuple[Action, ...] = Field(min_length=1)
 
     @field_validator("fleet")
@@ -340,6 +352,8 @@ def _references(action: Action) -> list[tuple[str, str]]:
         refs.append(("cancel", action.cancel))
     if action.finish:
         refs.append(("finish", action.finish))
+    if action.probe:
+        refs.append(("probe", action.probe))
     if action.wait:
         refs += [("wait.job", ref) for ref in action.wait.jobs()]
     if action.expect:

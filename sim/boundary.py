@@ -1,0 +1,110 @@
+"""Boundary controls: what a job can reach of the GPUs it was not given.
+
+A job submitted with `probe: true` runs `PROBE` as it starts: it tries to
+open every GPU device file of its node, notes its own cgroups and whether a
+GPU driver is present, and writes what it saw as JSON. `interpret` turns
+that into findings that say what was observed, whatever it is: if a
+configuration ever makes enforcement observable, the findings say so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Runs inside the job, as the job's user; the kit's fake devices live under
+# /dev/fakegpu/NODE/, a real node's under /dev/nvidiaN.
+PROBE = r'''
+import errno, glob, json, os, re, shutil, sys
+node = os.environ.get("SLURMD_NODENAME", "")
+paths = sorted(glob.glob(f"/dev/fakegpu/{node}/nvidia[0-9]*")
+               or glob.glob("/dev/nvidia[0-9]*"))
+given = [i for i in os.environ.get("SLURM_JOB_GPUS", "").split(",") if i]
+opened = {}
+for path in paths:
+    index = re.search(r"(\d+)$", path).group(1)
+    try:
+        os.close(os.open(path, os.O_RDWR))
+        opened[index] = "opened"
+    except OSError as exc:
+        opened[index] = errno.errorcode.get(exc.errno, str(exc.errno))
+cgroups = open("/proc/self/cgroup").read().split()
+devices_list = None
+for line in cgroups:
+    parts = line.split(":", 2)
+    if len(parts) == 3 and parts[1] == "devices":
+        try:
+            devices_list = open(f"/sys/fs/cgroup/devices{parts[2]}/devices.list").read()
+        except OSError as exc:
+            devices_list = f"unreadable: {exc.strerror}"
+json.dump({"node": node, "given": given, "devices": opened, "cgroups": cgroups,
+           "devices_list": devices_list,
+           "driver": os.path.exists("/proc/driver/nvidia"),
+           "nvidia_smi": shutil.which("nvidia-smi")}, sys.stdout)
+'''
+
+
+def interpret(probe: dict[str, Any]) -> list[dict[str, Any]]:
+    """Findings of one probe: device access, the job's cgroup, the GPU driver."""
+    return [_device_access(probe), _device_cgroup(probe), _driver(probe)]
+
+
+def _device_access(probe: dict[str, Any]) -> dict[str, Any]:
+    given = set(probe.get("given", []))
+    outcomes: dict[str, str] = probe.get("devices", {})
+    mine = {i: o for i, o in outcomes.items() if i in given}
+    others = {i: o for i, o in outcomes.items() if i not in given}
+    observed = {"given": sorted(given), "own": mine, "not_given": others}
+    if not outcomes:
+        finding = "the job found no GPU device files on its node"
+        enforced = None
+    elif any(o == "opened" for o in others.values()):
+        opened = sorted(i for i, o in others.items() if o == "opened")
+        finding = (f"the job opened device files of GPUs it was not given ({opened}): "
+                   "nothing constrains device access")
+        enforced = False
+    elif others and all(o == "EPERM" for o in others.values()) and not all(
+            o == "EPERM" for o in mine.values()):
+        finding = ("device files of GPUs the job was not given were refused (EPERM) "
+                   "while its own were not: a device cgroup constrains the job")
+        enforced = True
+    elif set(outcomes.values()) == {"ENXIO"}:
+        finding = ("every GPU device file, given or not, reached the kernel and found "
+                   "no driver (ENXIO): device access is not constrained, and no GPU "
+                   "answers")
+        enforced = False
+    elif set(outcomes.values()) == {"EPERM"}:
+        finding = ("every GPU device file, given or not, was refused (EPERM): the "
+                   "container's own device rules deny them all, which is not Slurm's "
+                   "enforcement")
+        enforced = None
+    else:
+        finding = f"device files answered {outcomes} for a job given {sorted(given)}"
+        enforced = None
+    return {"control": "device-access", "finding": finding, "observed": observed,
+            "enforcement_observed": enforced}
+
+
+def _device_cgroup(probe: dict[str, Any]) -> dict[str, Any]:
+    cgroups = probe.get("cgroups", [])
+    slurm = [c for c in cgroups if "slurm" in c or "/job_" in c]
+    if slurm:
+        finding = f"the job runs in a Slurm job cgroup ({slurm[0]})"
+    else:
+        finding = ("the job runs in no Slurm cgroup: Slurm constrains no device of it "
+                   "(its cgroups are the container's)")
+    return {"control": "device-cgroup", "finding": finding,
+            "observed": {"cgroups": cgroups, "devices_list": probe.get("devices_list")},
+            "enforcement_observed": bool(slurm) or None}
+
+
+def _driver(probe: dict[str, Any]) -> dict[str, Any]:
+    driver, smi = probe.get("driver"), probe.get("nvidia_smi")
+    if not driver and not smi:
+        finding = "no GPU driver is loaded (/proc/driver/nvidia is absent) and " \
+                  "nvidia-smi is not installed"
+    else:
+        finding = (f"a GPU driver is {'present' if driver else 'absent'} and "
+                   f"nvidia-smi is {smi or 'not installed'}")
+    return {"control": "gpu-driver", "finding": finding,
+            "observed": {"driver": driver, "nvidia_smi": smi},
+            "enforcement_observed": None}
