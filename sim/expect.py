@@ -46,7 +46,11 @@ def node_state(node: NodeInfo | None) -> str:
 def node_in_state(node: NodeInfo | None, state: str) -> bool:
     if node is None:
         return False
-    if state in ("IDLE", "MIXED", "ALLOCATED", "DOWN", "UNKNOWN", "FUTURE"):
+    if state in ("IDLE", "MIXED", "ALLOCATED"):
+        # In service: a drained or unresponsive node is not what a user means.
+        return node.base_state == state and not (
+            node.has("DRAIN") or node.has("NOT_RESPONDING"))
+    if state in ("DOWN", "UNKNOWN", "FUTURE"):
         return node.base_state == state
     if state in ("DRAINED", "DRAINING"):
         # Slurm's own rule: draining while a job holds the node or is still
@@ -203,6 +207,7 @@ def check_job(
             "was requeued" if expect.requeued else "was not requeued",
             history.requeued == expect.requeued,
             f"started {history.starts} time(s), restart count {job.restart_count}",
+            "requeued" if expect.requeued else "not requeued",
         )
     if expect.starts_after_end_of:
         results.append(
@@ -250,7 +255,10 @@ def _check_env(
     who: str, history: JobHistory, env: dict[str, str] | None
 ) -> ExpectationResult:
     text = f"{who}'s CUDA_VISIBLE_DEVICES and SLURM_JOB_GPUS name its GPU indices"
-    held = sorted(i for a in history.gpus for i in a.indices)
+    # The record comes from the batch script, on the job's first node.
+    batch_node = (env or {}).get("node")
+    held = sorted(i for a in history.gpus if batch_node in (None, a.node)
+                  for i in a.indices)
     if env is None:
         return ExpectationResult(
             text, FAILED, "the job wrote no environment record", held
@@ -282,7 +290,8 @@ def _check_disjoint(
     observed = (
         f"{sorted(mine)} vs {sorted(theirs)}" if not shared else f"both hold {shared}"
     )
-    return ExpectationResult(text, PASSED if ok else FAILED, observed)
+    return ExpectationResult(text, PASSED if ok else FAILED, observed,
+                             "no GPU index of a node held by both")
 
 
 def _check_order(
@@ -311,7 +320,9 @@ def _check_order(
     starts = [o.start_time for o in others]
     if start is None:
         return ExpectationResult(text, FAILED, "it has not started")
-    if not starts or None in starts:
+    if not others:
+        return ExpectationResult(text, FAILED, f"{other_ref} was never in the queue")
+    if None in starts:
         return ExpectationResult(
             text, PASSED, f"started {start:%H:%M:%S}; {other_ref} has not started"
         )

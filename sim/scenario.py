@@ -135,7 +135,7 @@ class Expect(_Spec):
     partition: str | None = None
     gpus: GpuExpectation | int | None = None
     indices: tuple[int, ...] | None = None
-    env_agrees: bool | None = None
+    env_agrees: Literal[True] | None = None
     disjoint_with: JobRef | None = None
     requeued: bool | None = None
     starts_after_end_of: JobRef | None = None

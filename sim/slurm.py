@@ -186,8 +186,11 @@ class Slurm:
         result = self.transport.run(argv, user=user, stdin=script)
         if result.exit_code != 0:
             raise SubmitRejected(_slurm_error(result.stderr or result.stdout))
-        first = result.stdout.strip().splitlines()[-1]
-        return int(first.split(";")[0])
+        lines = result.stdout.strip().splitlines()
+        if not lines or not lines[-1].split(";")[0].isdigit():
+            raise CommandError(argv, result.exit_code, result.stdout,
+                               "sbatch printed no job id")
+        return int(lines[-1].split(";")[0])
 
     def jobs(self) -> list[Job]:
         """Every job slurmctld still knows, arrays expanded to their tasks."""
@@ -325,8 +328,10 @@ def parse_job(raw: dict[str, Any]) -> Job:
         nodes=nodes,
         gpus=_job_gpus(raw, nodes),
         submit_time=_time(raw.get("submit_time")),
-        # A pending job's start_time is Slurm's estimate, not a start.
-        start_time=None if states[0] == "PENDING" else _time(raw.get("start_time")),
+        # A pending job's start_time is Slurm's estimate, and a job that
+        # never got nodes gets start = end when it ends: neither is a start.
+        start_time=None if states[0] == "PENDING" or not nodes
+        else _time(raw.get("start_time")),
         end_time=_time(raw.get("end_time"))
         if states[0] not in ("PENDING", "RUNNING")
         else None,

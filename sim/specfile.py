@@ -118,7 +118,9 @@ def _format_loc(loc: tuple) -> str:
 
 def _is_union_tag(item: str) -> bool:
     """Whether a location step names a union member, not a key of the spec."""
-    return item in ("int", "str") or item.startswith(("function-", "literal["))
+    # Spec keys are lower case; a capitalised step is a model of a union.
+    return item in ("int", "str") or item[:1].isupper() or item.startswith(
+        ("function-", "literal["))
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
