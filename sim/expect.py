@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sim.fleet import Fleet
+from sim.fleet import Fleet, core_numbers
 from sim.observe import JobHistory
 from sim.scenario import Expect, FleetRequirement
 from sim.slurm import NodeInfo
@@ -125,6 +125,7 @@ def check_job(
     features: dict[str, tuple[str, ...]],
     env: dict[str, str] | None,
     related: dict[str, list[JobHistory]],
+    fleet: Fleet | None = None,
 ) -> list[ExpectationResult]:
     job = history.latest
     who = f"{expect.job} (job {job.label})"
@@ -194,8 +195,27 @@ def check_job(
             held,
             list(expect.indices),
         )
+    if expect.cpus is not None:
+        record(f"holds {expect.cpus} CPU(s)", job.cpus == expect.cpus, job.cpus,
+               expect.cpus)
+    if expect.memory_mb is not None:
+        record(f"holds {expect.memory_mb} MB of memory",
+               job.memory_mb == expect.memory_mb, f"{job.memory_mb} MB",
+               expect.memory_mb)
+    if expect.cpu_sockets is not None:
+        sockets = sorted({socket for _, socket, _ in history.cores})
+        record(f"holds cores on socket(s) {list(expect.cpu_sockets)}",
+               sockets == sorted(expect.cpu_sockets),
+               f"sockets {sockets} (cores {[c for _, _, c in history.cores]})",
+               list(expect.cpu_sockets))
+    if expect.near_its_gpus is not None:
+        results.append(_check_near(who, history, expect.near_its_gpus, fleet))
     if expect.env_agrees:
         results.append(_check_env(who, history, env))
+    for key, value in (expect.env or {}).items():
+        seen = (env or {}).get(key)
+        record(f"has {key}={value} in its environment", seen == value,
+               f"{key}={seen}" if seen is not None else f"no {key} recorded", value)
     if expect.disjoint_with:
         results.append(
             _check_disjoint(
@@ -249,6 +269,29 @@ def _check_gpus(who: str, expected: Any, history: JobHistory) -> ExpectationResu
     return ExpectationResult(
         f"{who} holds {want}", PASSED if ok else FAILED, seen, want
     )
+
+
+def _check_near(who: str, history: JobHistory, want: bool, fleet: Fleet | None
+                ) -> ExpectationResult:
+    text = (f"{who} holds cores near every GPU it holds" if want
+            else f"{who} holds a GPU far from all its cores")
+    pools = {n.name: n.pool for n in fleet.nodes()} if fleet else {}
+    far = []
+    for gpu in history.gpus:
+        pool = pools.get(gpu.node)
+        if pool is None:
+            return ExpectationResult(text, FAILED, f"the fleet has no node {gpu.node}")
+        held = {socket * pool.cores_per_socket + core
+                for node, socket, core in history.cores if node == gpu.node}
+        for index in gpu.indices:
+            if not held & set(core_numbers(pool.gpu_cores(index))):
+                far.append(f"GPU {index} on {gpu.node}")
+    cores = [f"{n}:{s}.{c}" for n, s, c in history.cores]
+    observed = (f"far: {', '.join(far)}" if far else "every GPU near a held core") \
+        + f" (cores socket.core {cores})"
+    ok = bool(history.gpus) and (not far) == want
+    return ExpectationResult(text, PASSED if ok else FAILED, observed,
+                             "near" if want else "far")
 
 
 def _check_env(
@@ -382,6 +425,10 @@ def fleet_mismatch(
     need: FleetRequirement, fleet: Fleet | None, nodes: list[NodeInfo]
 ) -> str:
     """Why the cluster's fleet does not meet `need`, or '' when it does."""
+    if need.task_binding and fleet is not None:
+        return ("needs tasks bound to the CPUs of the sockets Slurm models; the kit's "
+                "node containers run on this machine's own CPUs, so a task cannot be "
+                "placed on a modelled socket (run it on a real cluster)")
     if need.preset:
         if fleet is None:
             return (

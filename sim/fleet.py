@@ -51,9 +51,38 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+CORE_RANGES = r"^\d+(-\d+)?(,\d+(-\d+)?)*$"
+
+
 class Gpu(_Spec):
     type: str = Field(pattern=GPU_TYPE_PATTERN, max_length=32)
     count: int = Field(ge=1, le=MAX_GPUS_PER_NODE)
+    # Per GPU, the cores near it (gres.conf Cores=), as "0-15" or "0-7,16-23".
+    # Left out, GPUs are split evenly over the sockets in index order.
+    cores: tuple[Annotated[str, Field(pattern=CORE_RANGES)], ...] | None = None
+    # Per GPU, its links to every GPU of the node (gres.conf Links=): -1 for
+    # itself, 0 for none, otherwise the number of links. Bookkeeping only:
+    # no mode of this lab shows what links do.
+    links: tuple[tuple[int, ...], ...] | None = None
+
+    @model_validator(mode="after")
+    def _per_gpu(self) -> Gpu:
+        for name in ("cores", "links"):
+            given = getattr(self, name)
+            if given is not None and len(given) != self.count:
+                raise ValueError(f"{name} has {len(given)} entries for "
+                                 f"{self.count} GPUs; give one per GPU")
+        for i, row in enumerate(self.links or ()):
+            if len(row) != self.count:
+                raise ValueError(f"links[{i}] has {len(row)} numbers; give one per "
+                                 f"GPU ({self.count})")
+            if row[i] != -1 or any(n < 0 for j, n in enumerate(row) if j != i):
+                raise ValueError(f"links[{i}] must be -1 for GPU {i} itself and 0 "
+                                 f"or more for the others (got {list(row)})")
+            if any(self.links[j][i] != n for j, n in enumerate(row)):
+                raise ValueError(f"links[{i}] disagrees with the other rows: a link "
+                                 "between two GPUs counts the same both ways")
+        return self
 
 
 class Pool(_Spec):
@@ -75,6 +104,9 @@ class Pool(_Spec):
         # `cpus` is a shorthand: it fills in sockets and cores when they are
         # left out, and must agree with them when they are given.
         sockets = self.sockets or (2 if self.cpus and self.cpus % 2 == 0 else 1)
+        if self.cpus is not None and sockets > self.cpus:
+            raise ValueError(f"{sockets} sockets are more than the {self.cpus} CPUs; "
+                             "every socket needs a core")
         cores = self.cores_per_socket
         if not cores:
             if self.cpus is None:
@@ -99,6 +131,13 @@ class Pool(_Spec):
                 f"gpu.count {self.gpu.count} is more than the node's "
                 f"{sockets * cores} cores can serve (one core per GPU at least)"
             )
+        for i, ranges in enumerate(self.gpu.cores or () if self.gpu else ()):
+            highest = max(core_numbers(ranges))
+            if highest >= sockets * cores:
+                raise ValueError(
+                    f"gpu.cores[{i}] {ranges!r} names core {highest}; the node has "
+                    f"cores 0-{sockets * cores - 1} ({sockets} sockets of {cores})"
+                )
         return self
 
     @property
@@ -114,10 +153,18 @@ class Pool(_Spec):
         width = len(str(self.nodes))
         return [f"{prefix}{i:0{width}d}" for i in range(1, self.nodes + 1)]
 
-    def gpu_cores(self, index: int) -> tuple[int, int]:
-        """The first and last core near GPU `index`: GPUs split evenly over sockets."""
+    def gpu_cores(self, index: int) -> str:
+        """The cores near GPU `index`, as gres.conf's Cores= takes them."""
+        if self.gpu and self.gpu.cores:
+            return self.gpu.cores[index]
         socket = index * self.sockets // self.gpus
-        return socket * self.cores_per_socket, (socket + 1) * self.cores_per_socket - 1
+        first = socket * self.cores_per_socket
+        return f"{first}-{first + self.cores_per_socket - 1}"
+
+    def gpu_links(self, index: int) -> str | None:
+        if not (self.gpu and self.gpu.links):
+            return None
+        return ",".join(str(n) for n in self.gpu.links[index])
 
 
 class Partition(_Spec):
@@ -129,6 +176,8 @@ class Partition(_Spec):
     priority_tier: int = Field(default=1, ge=0, le=65533)
     max_nodes: int | None = Field(default=None, ge=1)
     oversubscribe: Literal["NO", "YES", "FORCE", "EXCLUSIVE"] = "NO"
+    # Memory a job gets per GPU when it gives no --mem (DefMemPerGPU).
+    def_mem_per_gpu_mb: int | None = Field(default=None, ge=1)
 
 
 class Scheduler(_Spec):
@@ -210,6 +259,14 @@ class Host:
     nodes: tuple[str, ...]
 
 
+def core_numbers(ranges: str) -> list[int]:
+    numbers = []
+    for piece in ranges.split(","):
+        low, _, high = piece.partition("-")
+        numbers += range(int(low), int(high or low) + 1)
+    return numbers
+
+
 def load_fleet(path: Path) -> Fleet:
     """Read and validate a fleet spec; any problem is one line naming the field."""
     fleet = validate(Fleet, read_yaml(path), path)
@@ -259,6 +316,13 @@ def _cross_check(fleet: Fleet) -> str | None:
     if len(defaults) > 1:
         return (f"partitions: {len(defaults)} are default "
                 f"({', '.join(defaults)}); at most one may be")
+    for i, part in enumerate(fleet.partitions):
+        per_gpu = part.def_mem_per_gpu_mb
+        for pool in (fleet.pool(name) for name in part.pools):
+            if per_gpu and pool.gpus and per_gpu * pool.gpus > pool.memory_mb:
+                return (f"partitions[{i}].def_mem_per_gpu_mb: {per_gpu} x "
+                        f"{pool.gpus} GPUs is more than pool {pool.name!r}'s "
+                        f"memory_mb {pool.memory_mb}")
     smallest = min(fleet.pools, key=lambda p: p.memory_mb // p.cpus)
     per_cpu = smallest.memory_mb // smallest.cpus
     default = fleet.scheduler.def_mem_per_cpu_mb

@@ -45,6 +45,7 @@ class JobHistory:
     states: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     gpus: tuple[GpuAllocation, ...] = ()
+    cores: tuple[tuple[str, int, int], ...] = ()
     nodes: tuple[str, ...] = ()
     starts: int = 0
     # When the kit first saw it running, by the kit's clock, for lag figures.
@@ -61,6 +62,8 @@ class JobHistory:
             self.reasons.append(job.reason)
         if job.state == "RUNNING" and job.gpus:
             self.gpus = job.gpus
+        if job.state == "RUNNING" and job.cores:
+            self.cores = job.cores
         if job.nodes:
             self.nodes = job.nodes
         self.latest = job

@@ -464,6 +464,7 @@ class Runner:
                 features=features,
                 env=env.get(history.job_id),
                 related=self._related(expect),
+                fleet=self.fleet,
             )
         return results
 

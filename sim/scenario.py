@@ -135,6 +135,15 @@ class Expect(_Spec):
     partition: str | None = None
     gpus: GpuExpectation | int | None = None
     indices: tuple[int, ...] | None = None
+    cpus: int | None = Field(default=None, ge=0)
+    memory_mb: int | None = Field(default=None, ge=0)
+    cpu_sockets: tuple[int, ...] | None = None
+    # Whether every GPU it holds is near a core it holds (gres.conf Cores=).
+    near_its_gpus: bool | None = None
+    # Values the job's environment record holds (its wrapper writes node,
+    # CUDA_VISIBLE_DEVICES and SLURM_JOB_GPUS; a script may add lines to
+    # "$record").
+    env: dict[str, str] | None = None
     env_agrees: Literal[True] | None = None
     disjoint_with: JobRef | None = None
     requeued: bool | None = None
@@ -276,7 +285,9 @@ class FleetRequirement(_Spec):
     gpus_per_node: dict[str, int] = {}
     partitions: tuple[str, ...] = ()
     features: tuple[str, ...] = ()
-    nodes: dict[str, int] = {}
+    # Tasks bound to the CPUs of the sockets Slurm modelled: only nodes whose
+    # machines have those sockets can do it (not the kit's containers).
+    task_binding: bool = False
 
 
 class Scenario(_Spec):

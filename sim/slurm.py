@@ -123,7 +123,19 @@ class Job:
     restart_count: int = 0
     tres_per_node: str = ""
     exit_code: int | None = None
+    cpus: int = 0
+    memory_mb: int = 0
+    # (node, socket, core) of every core the job holds, while it holds them.
+    cores: tuple[tuple[str, int, int], ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def sockets(self) -> dict[str, tuple[int, ...]]:
+        """The sockets whose cores the job holds, per node."""
+        found: dict[str, set[int]] = {}
+        for node, socket, _ in self.cores:
+            found.setdefault(node, set()).add(socket)
+        return {node: tuple(sorted(s)) for node, s in found.items()}
 
     @property
     def label(self) -> str:
@@ -340,8 +352,33 @@ def parse_job(raw: dict[str, Any]) -> Job:
         restart_count=raw.get("restart_cnt", 0) or 0,
         tres_per_node=raw.get("tres_per_node", ""),
         exit_code=_number(exit_code.get("return_code")) if exit_code else None,
+        cpus=_number(raw.get("cpus")) or 0,
+        memory_mb=_tres_memory_mb(raw.get("tres_alloc_str") or ""),
+        cores=_allocated_cores(raw.get("job_resources") or {}),
         raw=raw,
     )
+
+
+_MEMORY_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def _tres_memory_mb(tres: str) -> int:
+    """mem=16G in `cpu=8,mem=16G,...` -> 16384."""
+    match = re.search(r"(?:^|,)mem=([\d.]+)([KMGT]?)", tres)
+    if not match:
+        return 0
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2) or "M"])
+
+
+def _allocated_cores(resources: dict[str, Any]) -> tuple[tuple[str, int, int], ...]:
+    nodes = resources.get("nodes") or {}
+    cores = []
+    for node in nodes.get("allocation", []) if isinstance(nodes, dict) else []:
+        for socket in node.get("sockets", []):
+            for core in socket.get("cores", []):
+                if "ALLOCATED" in core.get("status", []):
+                    cores.append((node["name"], socket["index"], core["index"]))
+    return tuple(cores)
 
 
 def parse_jobs(data: dict[str, Any]) -> list[Job]:

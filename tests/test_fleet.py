@@ -226,6 +226,42 @@ BAD_SPECS = [
     bad("a-list", "- name: t\n- pools: []\n", None, "mapping", "got list"),
     bad("a-scalar", "just words\n", None, "mapping", "got str"),
     bad("empty-file", "", None, "mapping"),
+    # Topology: sockets, cores, GPU affinity and links.
+    bad("more-sockets-than-cpus", pool("a100", "nodes: 1, cpus: 2, sockets: 4, "
+                                       "memory_mb: 64000"),
+        "pools[0]", "4 sockets are more than the 2 CPUs"),
+    bad("zero-threads", pool("a100", "nodes: 1, sockets: 2, cores_per_socket: 8, "
+                                     "threads_per_core: 0, memory_mb: 64000"),
+        "pools[0].threads_per_core", "at least 1", "got 0"),
+    bad("affinity-beyond-the-cores",
+        pool("a100", "nodes: 1, sockets: 2, cores_per_socket: 8, memory_mb: 64000, "
+                     "gpu: {type: a100, count: 2, cores: ['0-7', '8-16']}"),
+        "pools[0]", "gpu.cores[1] '8-16' names core 16", "cores 0-15"),
+    bad("affinity-not-one-per-gpu",
+        pool("a100", "nodes: 1, cpus: 16, memory_mb: 64000, "
+                     "gpu: {type: a100, count: 2, cores: ['0-7']}"),
+        "pools[0].gpu", "cores has 1 entries for 2 GPUs"),
+    bad("affinity-not-a-range",
+        pool("a100", "nodes: 1, cpus: 16, memory_mb: 64000, "
+                     "gpu: {type: a100, count: 1, cores: ['socket0']}"),
+        "pools[0].gpu.cores[0]", "must match", "'socket0'"),
+    bad("links-not-square",
+        pool("a100", "nodes: 1, cpus: 16, memory_mb: 64000, "
+                     "gpu: {type: a100, count: 2, links: [[-1, 1], [1]]}"),
+        "pools[0].gpu", "links[1] has 1 numbers"),
+    bad("links-self-not-minus-one",
+        pool("a100", "nodes: 1, cpus: 16, memory_mb: 64000, "
+                     "gpu: {type: a100, count: 2, links: [[0, 1], [1, -1]]}"),
+        "pools[0].gpu", "links[0] must be -1 for GPU 0 itself"),
+    bad("links-asymmetric",
+        pool("a100", "nodes: 1, cpus: 16, memory_mb: 64000, "
+                     "gpu: {type: a100, count: 2, links: [[-1, 2], [1, -1]]}"),
+        "pools[0].gpu", "counts the same both ways"),
+    bad("mem-per-gpu-beyond-the-node",
+        spec(pools="{name: a100, nodes: 1, cpus: 16, memory_mb: 64000, "
+                   "gpu: {type: a100, count: 2}}",
+             partitions="{name: gpu, pools: [a100], def_mem_per_gpu_mb: 40000}"),
+        "partitions[0].def_mem_per_gpu_mb", "40000 x", "memory_mb"),
 ]
 
 
@@ -374,3 +410,15 @@ def test_nodes_per_container_packs_a_small_fleet(tmp_path: Path) -> None:
 
     assert [h.name for h in hosts] == ["a100-host1", "a100-host2", "a100-host3"]
     assert [len(h.nodes) for h in hosts] == [4, 4, 2]
+
+
+def test_explicit_affinity_and_links_reach_gres_conf(tmp_path: Path) -> None:
+    from sim.render import render_fleet
+
+    fleet = load(tmp_path, pool(
+        "a100", "nodes: 1, sockets: 2, cores_per_socket: 8, memory_mb: 64000, "
+        "gpu: {type: a100, count: 2, cores: ['0-3,8-11', '4-7'], "
+        "links: [[-1, 4], [4, -1]]}"))
+    gres = render_fleet(fleet)["gres.conf"]
+    assert "nvidia0 Cores=0-3,8-11 Links=-1,4\n" in gres
+    assert "nvidia1 Cores=4-7 Links=4,-1\n" in gres
