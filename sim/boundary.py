@@ -36,10 +36,16 @@ for line in cgroups:
             devices_list = open(f"/sys/fs/cgroup/devices{parts[2]}/devices.list").read()
         except OSError as exc:
             devices_list = f"unreadable: {exc.strerror}"
+smi = shutil.which("nvidia-smi")
+listed = None
+if smi:
+    import subprocess
+    done = subprocess.run([smi, "-L"], capture_output=True, text=True)
+    listed = [ln for ln in done.stdout.splitlines() if ln.startswith("GPU ")]
 json.dump({"node": node, "given": given, "devices": opened, "cgroups": cgroups,
            "devices_list": devices_list,
            "driver": os.path.exists("/proc/driver/nvidia"),
-           "nvidia_smi": shutil.which("nvidia-smi")}, sys.stdout)
+           "nvidia_smi": smi, "nvidia_smi_gpus": listed}, sys.stdout)
 '''
 
 
@@ -99,12 +105,19 @@ def _device_cgroup(probe: dict[str, Any]) -> dict[str, Any]:
 
 def _driver(probe: dict[str, Any]) -> dict[str, Any]:
     driver, smi = probe.get("driver"), probe.get("nvidia_smi")
+    listed = probe.get("nvidia_smi_gpus")
+    given = probe.get("given", [])
     if not driver and not smi:
         finding = "no GPU driver is loaded (/proc/driver/nvidia is absent) and " \
                   "nvidia-smi is not installed"
+    elif listed is not None:
+        finding = (f"nvidia-smi lists {len(listed)} GPU(s) to the job, which was "
+                   f"given {len(given)}; the driver is "
+                   f"{'loaded' if driver else 'not loaded'}")
+        driver = driver and len(listed) == len(given)
     else:
         finding = (f"a GPU driver is {'present' if driver else 'absent'} and "
                    f"nvidia-smi is {smi or 'not installed'}")
     return {"control": "gpu-driver", "finding": finding,
-            "observed": {"driver": driver, "nvidia_smi": smi},
+            "observed": {"driver": driver, "nvidia_smi": smi, "listed": listed},
             "enforcement_observed": None}

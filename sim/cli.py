@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,12 +209,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         results.append(result)
     runner.clean_up()
-    found = verdicts(ledger, results)
+    found = verdicts(ledger, results, mode="real" if args.target == "local" else "fake")
     fleet = runner.fleet
     run = RunInfo(
         started_at=started.isoformat(timespec="seconds"),
         target=target,
-        mode="fake",
+        mode="real" if args.target == "local" else "fake",
         slurm_version=runner.slurm.version(),
         fleet=f"{fleet.name}: {fleet.description}"
         if fleet
@@ -256,8 +257,20 @@ def _point_latest(folder: Path) -> None:
 def connect_runner(args: argparse.Namespace) -> tuple[Any, str]:
     from sim.cluster import DockerCluster, ExecTransport
     from sim.runner import Runner
-    from sim.slurm import Slurm
+    from sim.slurm import LocalTransport, Slurm
 
+    if args.target == "local":
+        # An existing cluster: its login node's own commands, no Docker, and
+        # nothing reconfigured.
+        runner = Runner(
+            Slurm(LocalTransport()),
+            None,
+            fleet=None,
+            poll_interval_s=args.poll,
+            progress=lambda line: print(line, flush=True),
+        )
+        host = platform.node()
+        return runner, f"existing Slurm cluster through the local commands of {host}"
     cluster = DockerCluster()
     slurm = Slurm(ExecTransport(cluster))
     runner = Runner(
@@ -392,14 +405,29 @@ def parser() -> argparse.ArgumentParser:
         help="exit non-zero when a scenario could not run or a claim the kit "
         "checks has no evidence",
     )
-    run.add_argument("--report-dir", metavar="DIR",
-                     help="folder for the reports (default reports/run-TIMESTAMP)")
+    run.add_argument(
+        "--target",
+        choices=["compose", "local"],
+        default="compose",
+        help="compose: the kit's cluster (fake GPUs); local: an existing "
+        "cluster, through this machine's Slurm commands",
+    )
+    run.add_argument(
+        "--report-dir",
+        metavar="DIR",
+        help="folder for the reports (default reports/run-TIMESTAMP)",
+    )
     run.set_defaults(func=cmd_run)
 
-    lint = sub.add_parser("lint-claims", help="flag phrasing that overclaims for a "
-                          "fake-mode lab")
-    lint.add_argument("paths", nargs="+", metavar="PATH",
-                      help="Markdown, text or HTML files, or folders of them")
+    lint = sub.add_parser(
+        "lint-claims", help="flag phrasing that overclaims for a fake-mode lab"
+    )
+    lint.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="Markdown, text or HTML files, or folders of them",
+    )
     lint.set_defaults(func=cmd_lint_claims)
     return top
 

@@ -421,6 +421,32 @@ def check_capacity(
     )
 
 
+def load_preset(name: str) -> Fleet:
+    from sim.fleet import load_fleet
+    from sim.paths import FLEETS
+
+    return load_fleet(FLEETS / f"{name}.yaml")
+
+
+def preset_mismatch(preset: Fleet, nodes: list[NodeInfo]) -> str:
+    """Why a cluster is not shaped like `preset` (nodes, GPUs, partitions), or ''."""
+    seen = {n.name: n for n in nodes}
+    for node in preset.nodes():
+        info = seen.get(node.name)
+        if info is None:
+            return (f"needs the nodes of fleet {preset.name!r}; this cluster has no "
+                    f"node {node.name}")
+        gpus = {node.pool.gpu.type: node.pool.gpu.count} if node.pool.gpu else {}
+        if info.gpus != gpus:
+            return (f"needs fleet {preset.name!r}: node {node.name} should have GPUs "
+                    f"{gpus or 'none'}, it has {info.gpus or 'none'}")
+        missing = set(preset.partitions_of(node.pool)) - set(info.partitions)
+        if missing:
+            return (f"needs fleet {preset.name!r}: node {node.name} is not in "
+                    f"partition(s) {', '.join(sorted(missing))}")
+    return ""
+
+
 def fleet_mismatch(
     need: FleetRequirement, fleet: Fleet | None, nodes: list[NodeInfo]
 ) -> str:

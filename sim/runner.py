@@ -32,9 +32,11 @@ from sim.expect import (
     check_rejected,
     check_started_by,
     fleet_mismatch,
+    load_preset,
     node_in_state,
     node_state,
     parse_env_records,
+    preset_mismatch,
     start_flag,
 )
 from sim.fleet import Fleet
@@ -152,6 +154,7 @@ class Runner:
     # ---- one scenario -------------------------------------------------------------
 
     def run(self, scenario: Scenario) -> ScenarioResult:
+        self._scenario_fleet = None
         result = ScenarioResult(
             scenario.name,
             scenario.description,
@@ -201,7 +204,18 @@ class Runner:
                     f"needs {', '.join(faults)}, which only a cluster the kit "
                     "created can do"
                 )
-        return fleet_mismatch(scenario.requirement, self.fleet, self.slurm.nodes())
+        nodes = self.slurm.nodes()
+        need = scenario.requirement
+        if self.fleet is None and need.preset:
+            # On a cluster the kit did not render, a preset is a shape the
+            # cluster must have: its nodes, GPUs and partitions.
+            preset = load_preset(need.preset)
+            mismatch = preset_mismatch(preset, nodes)
+            if mismatch:
+                return mismatch
+            self._scenario_fleet = preset
+            need = need.model_copy(update={"preset": None})
+        return fleet_mismatch(need, self.fleet, nodes)
 
     # ---- actions ------------------------------------------------------------------
 
@@ -464,7 +478,7 @@ class Runner:
                 features=features,
                 env=env.get(history.job_id),
                 related=self._related(expect),
-                fleet=self.fleet,
+                fleet=self._known_fleet,
             )
         return results
 
@@ -491,10 +505,16 @@ class Runner:
         ]
         return {ref: self._histories(ref) for ref in refs}
 
+    @property
+    def _known_fleet(self) -> Fleet | None:
+        """The cluster's fleet, or the preset a real cluster was found to match."""
+        return self.fleet or getattr(self, "_scenario_fleet", None)
+
     def _fleet_pool_of(self, node: str) -> str | None:
-        if self.fleet is None:
+        fleet = self._known_fleet
+        if fleet is None:
             return None
-        return next((n.pool.name for n in self.fleet.nodes() if n.name == node), None)
+        return next((n.pool.name for n in fleet.nodes() if n.name == node), None)
 
     def _env_records(self, users: set[str]) -> dict[int, dict[str, str]]:
         """The latest environment record each job's wrapper wrote."""

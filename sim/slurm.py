@@ -204,6 +204,21 @@ class Slurm:
                                "sbatch printed no job id")
         return int(lines[-1].split(";")[0])
 
+    def submit_many(self, jobs: Sequence[tuple[Sequence[str], str]], *, user: str
+                    ) -> list[int | SubmitRejected]:
+        """Submit many batch jobs as `user` in one round trip to the cluster.
+
+        Each entry is (sbatch options, script). One small driver runs sbatch
+        for each where the commands are, so the cost per job is sbatch's own,
+        not a round trip's. Returns a job id or the rejection, per job.
+        """
+        payload = json.dumps([[list(options), script] for options, script in jobs])
+        result = self.transport.run(["python3", "-c", _SUBMIT_MANY], user=user,
+                                    stdin=payload, timeout_s=60 + 2 * len(jobs))
+        outcomes = json.loads(result.check().stdout)
+        return [int(o[1]) if o[0] == 0 else SubmitRejected(_slurm_error(o[1]))
+                for o in outcomes]
+
     def jobs(self) -> list[Job]:
         """Every job slurmctld still knows, arrays expanded to their tasks."""
         return parse_jobs(self._json(["squeue", "--all", "--states=all", "--json"]))
@@ -245,6 +260,20 @@ class Slurm:
 
     def _json(self, argv: list[str]) -> dict[str, Any]:
         return _loads(self.transport.run(argv, user=self.admin).check())
+
+
+# Runs where Slurm's commands are: sbatch for each [options, script] read as
+# JSON from stdin; prints [exit code, job id or error] per job.
+_SUBMIT_MANY = """
+import json, subprocess, sys
+out = []
+for options, script in json.load(sys.stdin):
+    done = subprocess.run(["sbatch", "--parsable", *options], input=script,
+                          capture_output=True, text=True)
+    said = done.stdout.strip().split(";")[0] if done.returncode == 0 else done.stderr
+    out.append([done.returncode, said])
+json.dump(out, sys.stdout)
+"""
 
 
 def _loads(result: CommandResult) -> dict[str, Any]:

@@ -58,6 +58,8 @@ def _verdict(claim: Claim, evidence: list[ScenarioResult], mode: str) -> Verdict
                        "no mode of this lab supports it, fake or real")
     if claim.group == "real" and mode == "fake":
         return _not_provable(claim, names, ran)
+    if claim.group == "real":
+        return _real_check(claim, names, ran)
     failed = [r.name for r in ran if r.status == FAILED]
     if failed:
         return Verdict(claim, FAILED, names, f"failed in: {', '.join(failed)}")
@@ -88,3 +90,24 @@ def _not_provable(claim: Claim, names: list[str], ran: list[ScenarioResult]
     else:
         explanation = f"requires {claim.why}; no boundary control ran in this run"
     return Verdict(claim, NOT_PROVABLE_HERE, names, explanation, observations)
+
+
+def _real_check(claim: Claim, names: list[str], ran: list[ScenarioResult]) -> Verdict:
+    """On a real cluster: supported only when every real check saw a real GPU
+    answer and the job kept from the GPUs it was not given."""
+    observations = [dict(o, scenario=r.name) for r in ran for o in r.observations]
+    if not ran or not observations:
+        why = ("not exercised by this kit" if claim.kit.checks is None
+               else "no real check ran in this run")
+        return Verdict(claim, NO_EVIDENCE, names, why)
+    failed = [r.name for r in ran if r.status == FAILED]
+    access = [o for o in observations if o["control"] == "device-access"]
+    driver = [o for o in observations if o["control"] == "gpu-driver"]
+    enforced = bool(access) and all(o["enforcement_observed"] for o in access)
+    answered = bool(driver) and all(o["observed"].get("driver") for o in driver)
+    said = "; ".join(o["finding"] for o in observations)
+    if failed or not (enforced and answered):
+        return Verdict(claim, FAILED, names, f"the real checks observed: {said}",
+                       observations)
+    return Verdict(claim, SUPPORTED, names, f"the real checks observed: {said}",
+                   observations)

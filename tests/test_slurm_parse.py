@@ -7,7 +7,9 @@ transport that replays them and records the commands it was given.
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ from sim.slurm import (
     CommandResult,
     GpuAllocation,
     Job,
+    LocalTransport,
     NodeInfo,
     Slurm,
     SubmitRejected,
@@ -513,3 +516,41 @@ def test_version_is_the_last_word_of_sinfo_version() -> None:
     slurm, _ = replying(sinfo=(0, "slurm 24.11.5\n", ""))
 
     assert slurm.version() == "24.11.5"
+
+
+def test_submit_many_runs_sbatch_once_per_job_in_one_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in sbatch on PATH: it files each script it is given and answers
+    # like Slurm does, refusing an unknown GRES.
+    fake = tmp_path / "sbatch"
+    fake.write_text(
+        "#!/bin/bash\n"
+        'n=$(ls "$SUBMITTED" | wc -l); cat > "$SUBMITTED/$n"\n'
+        'for a; do case $a in --gres=fpga*) echo "sbatch: error: Invalid generic '
+        'resource (gres) specification" >&2; exit 1;; esac; done\n'
+        'echo "$((100 + n));gpusim"\n')
+    fake.chmod(0o755)
+    (tmp_path / "jobs").mkdir()
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SUBMITTED", str(tmp_path / "jobs"))
+    transport = LocalTransport()
+    calls: list[Sequence[str]] = []
+    real_run = transport.run
+
+    def counted(argv: Sequence[str], **kwargs: object) -> CommandResult:
+        calls.append(argv)
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(transport, "run", counted)
+    slurm = Slurm(transport)
+
+    outcomes = slurm.submit_many(
+        [(["--hold"], "#!/bin/bash\necho one\n"), (["--gres=fpga:1"], "#!/bin/bash\n"),
+         (["--hold"], "#!/bin/bash\necho three\n")], user=getpass.getuser())
+
+    assert outcomes[0] == 100 and outcomes[2] == 102
+    assert isinstance(outcomes[1], SubmitRejected)
+    assert outcomes[1].message == "Invalid generic resource (gres) specification"
+    assert len(calls) == 1
+    assert (tmp_path / "jobs" / "2").read_text() == "#!/bin/bash\necho three\n"
