@@ -47,6 +47,8 @@ def main() -> int:
         spans += span
         print(f"{scenario.name:<28} {result.status:<8} {result.duration_s:>7.1f} "
               f"{span:>8.1f}", flush=True)
+        for failed in (e for e in result.expectations if not e.passed):
+            print(f"    failed: {failed.text}: observed {failed.observed}")
     runner.clean_up()
     print(f"{'all':<28} {'':<8} {walls:>7.1f} {spans:>8.1f}  ratio {walls / spans:.2f} "
           "(target <= 1.5; Slurm's times have whole seconds)")

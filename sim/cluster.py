@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ class DockerCluster:
         directory: Path = PROJECT,
     ):
         self.project = project or project_name()
+        self._exec_lock = threading.Lock()
         self.directory = directory
         try:
             self.docker = client or docker.from_env()
@@ -101,7 +103,9 @@ class DockerCluster:
             state = container.attrs["State"]
             health = state.get("Health") or {}
             if state["Status"] == "running" and health.get("Status", "healthy") in (
-                "healthy", "starting"):
+                "healthy",
+                "starting",
+            ):
                 continue
             checks = health.get("Log") or [{}]
             said = (checks[-1].get("Output") or "").strip().replace("\n", "; ")
@@ -157,7 +161,7 @@ class DockerCluster:
         timeout_s: float = 60,
     ) -> CommandResult:
         container = self.service(service)
-        return self._exec(
+        return self.exec_in(
             container,
             argv,
             user=user,
@@ -166,7 +170,7 @@ class DockerCluster:
             timeout_s=timeout_s,
         )
 
-    def _exec(
+    def exec_in(
         self,
         container: Container,
         argv: Sequence[str],
@@ -184,13 +188,16 @@ class DockerCluster:
         if timeout_s:
             command = ["timeout", str(int(timeout_s)), *command]
         try:
-            exit_code, (out, err) = container.exec_run(
-                command,
-                user=user or "",
-                workdir=workdir,
-                environment=environment,
-                demux=True,
-            )
+            # docker-py's client is not safe across threads (the observer
+            # polls on one): frames of two execs can interleave.
+            with self._exec_lock:
+                exit_code, (out, err) = container.exec_run(
+                    command,
+                    user=user or "",
+                    workdir=workdir,
+                    environment=environment,
+                    demux=True,
+                )
         except docker.errors.APIError as exc:
             raise ClusterError(
                 f"exec in {container.name} failed: {exc.explanation}"
@@ -235,7 +242,7 @@ class DockerCluster:
             container.start()
             return
         if self._shared(container) and not self._slurmd_alive(container, node):
-            self._exec(container, ["slurmd", "-N", node]).check()
+            self.exec_in(container, ["slurmd", "-N", node]).check()
 
     def revive(self) -> None:
         """Start whatever a fault left stopped: node containers, slurmd, slurmctld."""
@@ -249,11 +256,11 @@ class DockerCluster:
             elif role == "node" and self._shared(container):
                 for node in container.labels["sim.nodes"].split(","):
                     if not self._slurmd_alive(container, node):
-                        self._exec(container, ["slurmd", "-N", node]).check()
+                        self.exec_in(container, ["slurmd", "-N", node]).check()
 
     def _slurmd_alive(self, container: Container, node: str) -> bool:
         probe = f'kill -0 "$(cat /run/slurm/slurmd-{node}.pid 2>/dev/null)" 2>/dev/null'
-        return self._exec(container, ["bash", "-c", probe]).exit_code == 0
+        return self.exec_in(container, ["bash", "-c", probe]).exit_code == 0
 
     def restart_controller(self, timeout_s: float = 60) -> None:
         container = self.service("slurmctld")
@@ -276,7 +283,8 @@ class DockerCluster:
             "2>/dev/null | cut -d/ -f3); "
             'kill -"$2" $pid $steps'
         )
-        self._exec(container, ["bash", "-c", script, "sim-fault", node, signal]).check()
+        argv = ["bash", "-c", script, "sim-fault", node, signal]
+        self.exec_in(container, argv).check()
 
     @staticmethod
     def _shared(container: Container) -> bool:
@@ -289,6 +297,8 @@ class ExecTransport:
     def __init__(self, cluster: DockerCluster, service: str = "login"):
         self.cluster = cluster
         self.service = service
+        # Found once: looking the container up costs a round trip per command.
+        self._container: Container | None = None
 
     def run(
         self,
@@ -299,14 +309,28 @@ class ExecTransport:
         timeout_s: float = 60,
     ) -> CommandResult:
         workdir = f"/home/{user}" if user and user != "root" else None
-        return self.cluster.exec(
-            self.service,
-            argv,
-            user=user,
-            stdin=stdin,
-            workdir=workdir,
-            timeout_s=timeout_s,
-        )
+        if self._container is None:
+            self._container = self.cluster.service(self.service)
+        try:
+            return self.cluster.exec_in(
+                self._container,
+                argv,
+                user=user,
+                stdin=stdin,
+                workdir=workdir,
+                timeout_s=timeout_s,
+            )
+        except ClusterError:
+            # The container may have been recreated since: find it again.
+            self._container = self.cluster.service(self.service)
+            return self.cluster.exec_in(
+                self._container,
+                argv,
+                user=user,
+                stdin=stdin,
+                workdir=workdir,
+                timeout_s=timeout_s,
+            )
 
 
 def wait_until(

@@ -93,16 +93,27 @@ class Observer:
         self.interval_s = interval_s
         self.clock = clock
         self.histories: dict[int, JobHistory] = {}
+        # The jobs to watch (an array by its id); None watches every job.
+        self.watched: set[int] | None = None
         self.polls = 0
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def watch(self, job_id: int) -> None:
+        """Watch only the jobs named so (a smaller answer from Slurm each poll)."""
+        with self._lock:
+            self.watched = (self.watched or set()) | {job_id}
+
     def poll(self) -> list[Job]:
         """Ask Slurm now; returns the jobs it reported (empty while it is away)."""
+        with self._lock:
+            watched = None if self.watched is None else sorted(self.watched)
+        if watched == []:
+            return []
         try:
-            jobs = self.slurm.jobs()
+            jobs = self.slurm.jobs(watched)
         except SimError as exc:
             # The controller may be restarting on purpose: keep what was seen.
             self.last_error = str(exc)

@@ -171,6 +171,7 @@ class Runner:
         self.reset()
         self._jobs: dict[str, _Submitted] = {}
         with Observer(self.slurm, interval_s=self.poll_interval_s) as observer:
+            observer.watched = set()
             self._observer = observer
             try:
                 for i, action in enumerate(scenario.actions, 1):
@@ -314,6 +315,7 @@ class Runner:
             self.progress(f"      rejected: {exc.message}")
             return
         self._jobs[spec.name] = _Submitted(spec, job_id)
+        self._observer.watch(job_id)
         self.progress(f"      job {job_id}")
 
     def _job_id(self, ref: str) -> int:
@@ -558,7 +560,9 @@ class Runner:
         self._until(self._controller_answers, "slurmctld to answer", 60)
         self.clean_up()
         self._until(
-            lambda: not any(j.state in ACTIVE_STATES for j in self.slurm.jobs()),
+            lambda: not any(
+                j.state in ACTIVE_STATES for j in self.slurm.jobs(ended=False)
+            ),
             "the queue to empty",
             self.reset_timeout_s,
         )
@@ -575,7 +579,7 @@ class Runner:
 
     def clean_up(self) -> None:
         """Cancel every job still queued or running."""
-        for job in self.slurm.jobs():
+        for job in self.slurm.jobs(ended=False):
             if job.state in ACTIVE_STATES:
                 self.slurm.cancel(job.job_id)
 

@@ -219,9 +219,16 @@ class Slurm:
         return [int(o[1]) if o[0] == 0 else SubmitRejected(_slurm_error(o[1]))
                 for o in outcomes]
 
-    def jobs(self) -> list[Job]:
-        """Every job slurmctld still knows, arrays expanded to their tasks."""
-        return parse_jobs(self._json(["squeue", "--all", "--states=all", "--json"]))
+    def jobs(self, job_ids: Sequence[int] | None = None, *, ended: bool = True
+             ) -> list[Job]:
+        """Every job slurmctld still knows (or just these), arrays as their tasks;
+        without `ended`, only those pending, running or completing."""
+        argv = ["squeue", "--all", "--json"]
+        if ended:
+            argv.insert(2, "--states=all")
+        if job_ids is not None:
+            argv.insert(1, f"--jobs={','.join(str(i) for i in job_ids)}")
+        return parse_jobs(self._json(argv))
 
     def job(self, job_id: int) -> list[Job]:
         """One job, or every task of an array, as `scontrol show job` sees it."""

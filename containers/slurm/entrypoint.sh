@@ -92,28 +92,46 @@ role_slurmctld() {
     exec slurmctld -D -i
 }
 
-slurmd_alive() {
-    local pidfile="/run/slurm/slurmd-$1.pid"
-    [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
-}
-
-# Starts one node's slurmd in the background and waits until it runs. Many
-# slurmd starting at the same instant in one container can race for shared
-# sockets, so a start that did not take is tried again.
-start_slurmd() {
-    local node=$1 try deadline
+# Starts the slurmd of every given node at once and waits until each runs
+# (has written its pid file). On a loaded machine that can take minutes, so
+# the wait is long; a slurmd that died is started again, one that is merely
+# slow is not.
+start_slurmds() {
+    local try node deadline waiting
+    declare -A pids=()
+    waiting=("$@")
     for try in 1 2 3; do
-        rm -f "/run/slurm/slurmd-$node.pid"
-        if slurmd -N "$node"; then
-            deadline=$((SECONDS + 10))
-            while [ "$SECONDS" -lt "$deadline" ]; do
-                slurmd_alive "$node" && return 0
-                sleep 0.1
+        for node in "${waiting[@]}"; do
+            rm -f "/run/slurm/slurmd-$node.pid"
+            slurmd -D -N "$node" &
+            pids[$node]=$!
+        done
+        deadline=$((SECONDS + ${SIM_SLURMD_START_S:-600}))
+        while [ "$SECONDS" -lt "$deadline" ]; do
+            local pending=0
+            for node in "${waiting[@]}"; do
+                if kill -0 "${pids[$node]}" 2>/dev/null \
+                        && [ ! -s "/run/slurm/slurmd-$node.pid" ]; then
+                    pending=1
+                    break
+                fi
             done
-        fi
-        log "slurmd of $node did not start (try $try)"
+            [ "$pending" -eq 0 ] && break
+            sleep 0.5
+        done
+        local died=()
+        for node in "${waiting[@]}"; do
+            if ! kill -0 "${pids[$node]}" 2>/dev/null \
+                    || [ ! -s "/run/slurm/slurmd-$node.pid" ]; then
+                kill "${pids[$node]}" 2>/dev/null; wait "${pids[$node]}" 2>/dev/null
+                died+=("$node")
+            fi
+        done
+        [ "${#died[@]}" -eq 0 ] && return 0
+        log "slurmd of ${died[*]} did not start (try $try)"
+        waiting=("${died[@]}")
     done
-    die "slurmd of $node would not start; see /var/log/slurm/slurmd-$node.log"
+    die "slurmd of ${waiting[*]} would not start; see /var/log/slurm/slurmd-NODE.log"
 }
 
 # Makes the fake GPUs and starts the slurmd of every node this container
@@ -141,12 +159,14 @@ role_node() {
         # One node, one container: losing the container is losing the node.
         exec slurmd -D -N "${nodes[0]}"
     fi
-    for a in "${nodes[@]}"; do
-        start_slurmd "$a"
-    done
+    start_slurmds "${nodes[@]}"
     log "started slurmd for ${#nodes[@]} nodes"
-    # tini reaps the daemons; a node stopped on purpose stays stopped.
-    exec sleep infinity
+    # Reap the slurmd that end (a node stopped on purpose stays stopped);
+    # ones started again by `docker exec` belong to tini.
+    while true; do
+        wait || true
+        sleep 5
+    done
 }
 
 role_login() {
