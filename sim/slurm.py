@@ -66,6 +66,9 @@ class LocalTransport:
         full = list(argv)
         if user and user != _current_user():
             full = ["runuser", "-u", user, "--", *full]
+        # Jobs write their output where they were submitted from: the user's
+        # home, as on a login node.
+        cwd = _home_of(user) if user else None
         try:
             done = subprocess.run(
                 full,
@@ -74,10 +77,20 @@ class LocalTransport:
                 text=True,
                 timeout=timeout_s,
                 check=False,
+                cwd=cwd,
             )
         except FileNotFoundError as exc:
             raise SimError(f"{full[0]}: not found on this machine") from exc
         return CommandResult(tuple(full), done.returncode, done.stdout, done.stderr)
+
+
+def _home_of(user: str) -> str | None:
+    import pwd
+
+    try:
+        return pwd.getpwnam(user).pw_dir
+    except KeyError:
+        return None
 
 
 def _current_user() -> str:
