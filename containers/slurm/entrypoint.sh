@@ -142,6 +142,8 @@ role_node() {
     local kind a b c nodes=()
     [ -f "$manifest" ] || die "no manifest for host $host in $CLUSTER/hosts"
     install_slurm_config
+    # slurmd runs as root, and Slurm 26.05's refuses a run folder it does not own.
+    chown root:root /run/slurm
     while read -r kind a b c; do
         case $kind in
             node)
