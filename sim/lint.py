@@ -20,6 +20,7 @@ from sim.paths import PROJECT
 from sim.specfile import read_yaml, validate
 
 VOCABULARY = PROJECT / "ledger" / "vocabulary.yaml"
+_DATA_URI = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+")
 # Sentences end at . ! ? ; or a table cell's edge.
 _SENTENCE_END = re.compile(r"(?<=[.!?;|])\s+|\s*\|\s*")
 
@@ -73,6 +74,8 @@ def lint_text(text: str, path: Path, vocabulary: Vocabulary,
     quoted = _quotation_pattern(quotations)
     findings = []
     for number, line in enumerate(text.splitlines(), 1):
+        # An embedded image is data, not prose (base64 can spell "P99").
+        line = _DATA_URI.sub(" ", line)
         if quoted:
             line = quoted.sub(" ", line)
         for sentence in _SENTENCE_END.split(line):

@@ -60,3 +60,9 @@ def test_the_command_exits_non_zero_on_a_finding(capsys: pytest.CaptureFixture) 
     assert f"{OVERCLAIMS}:1:" in capsys.readouterr().out
     assert main(["lint-claims", str(HONEST)]) == 0
     assert main(["lint-claims", "no/such/file.md"]) == 2
+
+
+def test_an_embedded_image_is_not_prose() -> None:
+    html = '<img src="data:image/png;base64,AAAP99//z3169fnrbfe8nc454To6Gh">'
+    assert lint_text(html, Path("r.html"), load_vocabulary()) == []
+    assert lint_text("p99 of 120 ms", Path("r.html"), load_vocabulary())
