@@ -8,9 +8,6 @@ TEMPLATES = PROJECT / "slurm-conf" / "templates"
 FLEETS = PROJECT / "slurm-conf" / "fleets"
 DEFAULT_FLEET = FLEETS / "default.yaml"
 SCENARIOS = PROJECT / "scenarios"
-# The committed rendering of the default fleet, used by compose.yaml when no
-# other fleet has been chosen.
-DEFAULT_RENDERING = PROJECT / "slurm-conf" / "rendered"
 # Renderings of a chosen fleet go here, outside version control.
 STATE = PROJECT / ".sim"
 CHOSEN_RENDERING = STATE / "cluster"

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sim.boundary import PROBE, interpret
 from sim.cluster import DockerCluster
@@ -52,6 +52,7 @@ from sim.scenario import (
 from sim.slurm import NodeInfo, Slurm, SubmitRejected
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FAULT_ACTIONS = {"stop_node", "kill_node", "start_node", "restart_controller"}
 # Where each job's wrapper writes the GPU environment it was given.
@@ -277,14 +278,15 @@ class Runner:
         job_id = self._job_id(ref)
         user = self._jobs[_split_ref(ref)[0]].spec.user
         path = f"$HOME/{ENV_DIR}/{job_id}.0.probe.json"
-        deadline = time.monotonic() + ENV_RECORD_WAIT_S
-        while True:
-            found = self.slurm.transport.run(["bash", "-c", f'cat "{path}"'], user=user)
-            if found.exit_code == 0 and found.stdout.strip():
-                break
-            if time.monotonic() >= deadline:
-                raise ScenarioFailed(f"job {ref} wrote no probe record ({path})")
-            time.sleep(self.poll_interval_s)
+        found = self._fetch_until(
+            lambda: self.slurm.transport.run(
+                ["bash", "-c", f'cat "{path}"'], user=user
+            ),
+            lambda found: found.exit_code == 0 and bool(found.stdout.strip()),
+            ENV_RECORD_WAIT_S,
+        )
+        if found.exit_code != 0 or not found.stdout.strip():
+            raise ScenarioFailed(f"job {ref} wrote no probe record ({path})")
         for finding in interpret(json.loads(found.stdout)):
             finding["job"] = ref
             result.observations.append(finding)
@@ -300,10 +302,16 @@ class Runner:
     def _submit(self, spec: Submit) -> None:
         probe = ""
         if spec.probe:
-            probe = (f'python3 - > "${{record%.env}}.probe.json" <<\'PROBE\'\n'
-                     f"{PROBE.strip()}\nPROBE")
-        script = WRAPPER.format(env_dir=ENV_DIR, script=spec.script or "",
-                                duration=spec.duration_s, probe=probe)
+            probe = (
+                f"python3 - > \"${{record%.env}}.probe.json\" <<'PROBE'\n"
+                f"{PROBE.strip()}\nPROBE"
+            )
+        script = WRAPPER.format(
+            env_dir=ENV_DIR,
+            script=spec.script or "",
+            duration=spec.duration_s,
+            probe=probe,
+        )
         options = [
             JOB_ID_PLACEHOLDER.sub(lambda m: str(self._job_id(m.group(1))), o)
             for o in spec.sbatch_options()
@@ -458,14 +466,13 @@ class Runner:
                 )
             ]
         users = {h.latest.user for h in histories}
-        env = self._env_records(users)
-        if expect.env_agrees:
-            # A job's wrapper writes its record as it starts: allow it a moment.
-            wanted = {h.job_id for h in histories if h.latest.state == "RUNNING"}
-            deadline = time.monotonic() + ENV_RECORD_WAIT_S
-            while not wanted <= env.keys() and time.monotonic() < deadline:
-                time.sleep(self.poll_interval_s)
-                env = self._env_records(users)
+        # A job's wrapper writes its record as it starts: allow it a moment.
+        wanted = {h.job_id for h in histories if h.latest.state == "RUNNING"}
+        env = self._fetch_until(
+            lambda: self._env_records(users),
+            lambda env: not expect.env_agrees or wanted <= env.keys(),
+            ENV_RECORD_WAIT_S,
+        )
         features = {n.name: n.features for n in self.slurm.nodes()}
         accounting = self._accounting(histories) if expect.started_by else {}
         for history in histories:
@@ -487,13 +494,22 @@ class Runner:
     def _accounting(self, histories: list[JobHistory]) -> dict[int, dict[str, Any]]:
         """sacct's records of started jobs; slurmdbd may lag a moment behind."""
         wanted = {h.job_id for h in histories if h.start_time}
-        deadline = time.monotonic() + ACCOUNTING_WAIT_S
-        while True:
-            records = {r["job_id"]: r for r in self.slurm.accounting(sorted(wanted))}
-            started = {i for i, r in records.items() if start_flag(r)}
-            if wanted <= started or time.monotonic() >= deadline:
-                return records
+        return self._fetch_until(
+            lambda: {r["job_id"]: r for r in self.slurm.accounting(sorted(wanted))},
+            lambda records: wanted <= {i for i, r in records.items() if start_flag(r)},
+            ACCOUNTING_WAIT_S,
+        )
+
+    def _fetch_until(
+        self, fetch: Callable[[], T], done: Callable[[T], bool], timeout_s: float
+    ) -> T:
+        """Fetch until `done` holds or the time is up; the last fetch either way."""
+        deadline = time.monotonic() + timeout_s
+        value = fetch()
+        while not done(value) and time.monotonic() < deadline:
             time.sleep(self.poll_interval_s)
+            value = fetch()
+        return value
 
     def _related(self, expect: Expect) -> dict[str, list[JobHistory]]:
         refs = [
@@ -560,8 +576,8 @@ class Runner:
         self._until(self._controller_answers, "slurmctld to answer", 60)
         self.clean_up()
         self._until(
-            lambda: not any(
-                j.state in ACTIVE_STATES for j in self.slurm.jobs(ended=False)
+            lambda: (
+                not any(j.state in ACTIVE_STATES for j in self.slurm.jobs(ended=False))
             ),
             "the queue to empty",
             self.reset_timeout_s,
