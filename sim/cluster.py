@@ -248,7 +248,7 @@ class DockerCluster:
         """Start whatever a fault left stopped: node containers, slurmd, slurmctld."""
         for container in self.containers():
             role = container.labels.get("sim.role")
-            if role in ("keygen", "kit"):
+            if role in ("keygen", "policy", "kit"):
                 continue
             if container.status != "running":
                 log.info("starting %s", container.name)
@@ -261,6 +261,16 @@ class DockerCluster:
     def _slurmd_alive(self, container: Container, node: str) -> bool:
         probe = f'kill -0 "$(cat /run/slurm/slurmd-{node}.pid 2>/dev/null)" 2>/dev/null'
         return self.exec_in(container, ["bash", "-c", probe]).exit_code == 0
+
+    def stop_service(self, name: str, timeout_s: float = 30) -> None:
+        """A clean stop of a cluster service (slurmdbd, mariadb)."""
+        self.service(name).stop(timeout=int(timeout_s))
+
+    def start_service(self, name: str) -> None:
+        container = self.service(name)
+        container.reload()
+        if container.status != "running":
+            container.start()
 
     def restart_controller(self, timeout_s: float = 60) -> None:
         container = self.service("slurmctld")

@@ -105,6 +105,36 @@ def check_started_by(
     )
 
 
+def record_ended(record: dict[str, Any]) -> bool:
+    """Whether an accounting record shows its job over (it has an end time)."""
+    current = (record.get("state") or {}).get("current") or []
+    return bool(current) and not set(current) & {"PENDING", "RUNNING", "REQUEUED"}
+
+
+def accounted_tres(record: dict[str, Any]) -> dict[str, int]:
+    """sacct's allocated TRES as {"gres/gpu:a100": 2, "cpu": 1, ...}."""
+    found = {}
+    for tres in (record.get("tres") or {}).get("allocated") or []:
+        name = tres.get("type", "") + (f"/{tres['name']}" if tres.get("name") else "")
+        found[name] = tres.get("count", 0)
+    return found
+
+
+def check_tres(expect: Expect, history: JobHistory, record: dict[str, Any] | None
+               ) -> ExpectationResult:
+    assert expect.tres is not None
+    want = ", ".join(f"{k}={v}" for k, v in expect.tres.items())
+    text = f"{expect.job} (job {history.latest.label}) is accounted with {want}"
+    if record is None:
+        return ExpectationResult(text, FAILED, "no accounting record", want)
+    held = accounted_tres(record)
+    seen = {k: held.get(k, 0) for k in expect.tres}
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(held.items())) or "no TRES"
+    state = "+".join((record.get("state") or {}).get("current") or [])
+    return ExpectationResult(text, PASSED if seen == expect.tres else FAILED,
+                             f"{shown} ({state})", want)
+
+
 def check_rejected(expect: Expect, message: str | None) -> ExpectationResult:
     if expect.rejected is None:
         return ExpectationResult(
@@ -195,6 +225,28 @@ def check_job(
             held,
             list(expect.indices),
         )
+    if expect.shards is not None:
+        held = sum(a.count for a in history.shards)
+        shown = ", ".join(f"{a.count} on {a.node} (per GPU {list(a.per_gpu)})"
+                          for a in history.shards) or "no shards seen while running"
+        record(f"holds {expect.shards} shard(s)", held == expect.shards, shown,
+               expect.shards)
+    if expect.shard_indices is not None:
+        held = sorted(i for a in history.shards for i in a.indices)
+        record(f"holds shards of GPU indices {list(expect.shard_indices)}",
+               held == sorted(expect.shard_indices), held, list(expect.shard_indices))
+    if expect.account:
+        record(f"is charged to account {expect.account}",
+               job.account == expect.account, job.account, expect.account)
+    if expect.qos:
+        record(f"runs under QOS {expect.qos}", job.qos == expect.qos, job.qos,
+               expect.qos)
+    if expect.priority_above:
+        others = related[expect.priority_above]
+        theirs = [o.latest.priority for o in others]
+        record(f"has a higher priority than {expect.priority_above}",
+               bool(theirs) and all(job.priority > p for p in theirs),
+               f"{job.priority} vs {theirs or 'unseen'}")
     if expect.cpus is not None:
         record(f"holds {expect.cpus} CPU(s)", job.cpus == expect.cpus, job.cpus,
                expect.cpus)
@@ -390,6 +442,14 @@ def check_node(expect: Expect, node: NodeInfo | None) -> list[ExpectationResult]
                 expect.state,
             )
         )
+    if expect.shards_used is not None:
+        used = list(node.shards_used) if node else None
+        results.append(ExpectationResult(
+            f"node {expect.node} has shards {list(expect.shards_used)} held per GPU",
+            PASSED if used == list(expect.shards_used) else FAILED,
+            used if used is not None else "unknown to Slurm",
+            list(expect.shards_used),
+        ))
     for flag in expect.flags:
         ok = node is not None and node.has(flag)
         results.append(

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from sim.errors import SpecError
+from sim.policy import Policy
 from sim.specfile import read_yaml, validate
 
 # Node, pool and host names become Slurm node names, container names and DNS
@@ -37,9 +38,11 @@ MAX_GPUS_PER_NODE = 16
 MAX_NODES = 4096
 MAX_SOCKETS = 8
 MAX_THREADS_PER_CORE = 8
+MAX_SHARDS_PER_GPU = 128
 # Service names of compose.yaml; a node may not take one.
 RESERVED_NAMES = frozenset(
-    {"keygen", "mariadb", "slurmdbd", "slurmctld", "login", "sim", "localhost"}
+    {"keygen", "mariadb", "slurmdbd", "slurmctld", "policy", "login", "sim",
+     "localhost"}
 )
 # Fleets up to this many nodes get one container per node, easy to read and
 # to fault one by one; larger ones pack nodes into shared containers.
@@ -64,6 +67,9 @@ class Gpu(_Spec):
     # itself, 0 for none, otherwise the number of links. Bookkeeping only:
     # no mode of this lab shows what links do.
     links: tuple[tuple[int, ...], ...] | None = None
+    # gres/shard: how many shares of each GPU jobs may ask for with
+    # --gres=shard:N (several jobs then share one GPU). Left out, no shards.
+    shards_per_gpu: int | None = Field(default=None, ge=1, le=MAX_SHARDS_PER_GPU)
 
     @model_validator(mode="after")
     def _per_gpu(self) -> Gpu:
@@ -148,6 +154,13 @@ class Pool(_Spec):
     def gpus(self) -> int:
         return self.gpu.count if self.gpu else 0
 
+    @property
+    def shards(self) -> int:
+        """The node's gres/shard count: its GPUs' shares in all."""
+        if not (self.gpu and self.gpu.shards_per_gpu):
+            return 0
+        return self.gpu.count * self.gpu.shards_per_gpu
+
     def node_names(self) -> list[str]:
         prefix = self.node_prefix if self.node_prefix is not None else f"{self.name}-"
         width = len(str(self.nodes))
@@ -190,6 +203,9 @@ class Scheduler(_Spec):
     # How long a requeued job waits before it may start again (Slurm's
     # credential lifetime, AuthInfo=cred_expire; Slurm's default is 120).
     requeue_delay_s: int = Field(default=15, ge=5, le=3600)
+    # How often fairshare and job priorities are recalculated
+    # (PriorityCalcPeriod; Slurm's default is 5 minutes, its least 1).
+    priority_calc_period_min: int = Field(default=1, ge=1, le=1440)
 
 
 class Containers(_Spec):
@@ -212,12 +228,26 @@ class Fleet(_Spec):
     partitions: tuple[Partition, ...] = Field(min_length=1)
     scheduler: Scheduler = Scheduler()
     containers: Containers = Containers()
+    policy: Policy = Policy()
 
     def pool(self, name: str) -> Pool:
         return next(p for p in self.pools if p.name == name)
 
     def gpu_types(self) -> list[str]:
         return sorted({p.gpu.type for p in self.pools if p.gpu})
+
+    def has_shards(self) -> bool:
+        return any(p.shards for p in self.pools)
+
+    def gres_keys(self) -> set[str]:
+        """The GRES a request or a policy limit may name: gpu, gpu:TYPE, shard."""
+        if not self.gpu_types():
+            return set()
+        keys = {"gpu", *(f"gpu:{t}" for t in self.gpu_types())}
+        return keys | ({"shard"} if self.has_shards() else set())
+
+    def accounting_tres(self) -> list[str]:
+        return sorted({"gres/gpu", *(f"gres/{key}" for key in self.gres_keys())})
 
     def nodes(self) -> list[Node]:
         return [Node(name, pool) for pool in self.pools for name in pool.node_names()]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sim.errors import SimError
-from sim.slurm import GpuAllocation, Job, Slurm
+from sim.slurm import GpuAllocation, Job, ShardAllocation, Slurm
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class JobHistory:
     states: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     gpus: tuple[GpuAllocation, ...] = ()
+    shards: tuple[ShardAllocation, ...] = ()
     cores: tuple[tuple[str, int, int], ...] = ()
     nodes: tuple[str, ...] = ()
     starts: int = 0
@@ -62,6 +63,8 @@ class JobHistory:
             self.reasons.append(job.reason)
         if job.state == "RUNNING" and job.gpus:
             self.gpus = job.gpus
+        if job.state == "RUNNING" and job.shards:
+            self.shards = job.shards
         if job.state == "RUNNING" and job.cores:
             self.cores = job.cores
         if job.nodes:

@@ -66,9 +66,7 @@ def render_fleet(fleet: Fleet, templates: Path = TEMPLATES) -> dict[str, str]:
             )
             for part in fleet.partitions
         },
-        "accounting_tres": ",".join(
-            ["gres/gpu"] + [f"gres/gpu:{t}" for t in fleet.gpu_types()]
-        ),
+        "accounting_tres": ",".join(fleet.accounting_tres()),
     }
     try:
         files = {

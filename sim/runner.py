@@ -31,12 +31,14 @@ from sim.expect import (
     check_node,
     check_rejected,
     check_started_by,
+    check_tres,
     fleet_mismatch,
     load_preset,
     node_in_state,
     node_state,
     parse_env_records,
     preset_mismatch,
+    record_ended,
     start_flag,
 )
 from sim.fleet import Fleet
@@ -54,7 +56,8 @@ from sim.slurm import NodeInfo, Slurm, SubmitRejected
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-FAULT_ACTIONS = {"stop_node", "kill_node", "start_node", "restart_controller"}
+FAULT_ACTIONS = {"stop_node", "kill_node", "start_node", "restart_controller",
+                 "stop_service", "start_service"}
 # Where each job's wrapper writes the GPU environment it was given.
 ENV_DIR = ".sim/jobs"
 ENV_RECORD_WAIT_S = 10
@@ -255,6 +258,9 @@ class Runner:
             self.slurm.update_node(value, State="RESUME")
         elif kind == "reconfigure":
             self.slurm.reconfigure()
+        elif kind == "reset_usage":
+            for account in value:
+                self.slurm.reset_usage(account)
         elif kind == "probe":
             self._record_probe(value, result)
         else:
@@ -273,6 +279,12 @@ class Runner:
             self.cluster.kill_node(node)
         elif kind == "start_node":
             self.cluster.start_node(node)
+        elif kind == "stop_service":
+            self.cluster.stop_service(node)
+        elif kind == "start_service":
+            self.cluster.start_service(node)
+            if node == "slurmdbd":
+                self._until(self._accounting_answers, "slurmdbd to answer again", 90)
 
     def _record_probe(self, ref: str, result: ScenarioResult) -> None:
         job_id = self._job_id(ref)
@@ -291,6 +303,13 @@ class Runner:
             finding["job"] = ref
             result.observations.append(finding)
             self.progress(f"      observed: {finding['finding']}")
+
+    def _accounting_answers(self) -> bool:
+        try:
+            self.slurm.accounting([1])
+        except SimError:
+            return False
+        return True
 
     def _controller_answers(self) -> bool:
         try:
@@ -373,8 +392,12 @@ class Runner:
             )
             return
         refs = wait.jobs()
-        target = (
-            f"state {wait.state}" if wait.state else f"pending reason {wait.reason}"
+        target = " and ".join(
+            part for part in (
+                wait.state and f"state {wait.state}",
+                wait.reason and f"pending reason {wait.reason}",
+                wait.priority_above and f"priority above {wait.priority_above}'s",
+            ) if part
         )
         what = f"job {', '.join(refs)} in {target}"
 
@@ -401,6 +424,11 @@ class Runner:
                 job.state == "PENDING" and job.reason == wait.reason
             ):
                 return False
+            if wait.priority_above and not any(
+                job.priority > other.latest.priority
+                for other in self._histories(wait.priority_above)
+            ):
+                return False
         return True
 
     def _job_summary(self, ref: str) -> str:
@@ -412,6 +440,7 @@ class Runner:
             f"{ref} (job {h.latest.label}) {h.latest.state}"
             + (f" reason {h.latest.reason}" if h.latest.state == "PENDING" else "")
             + (f" on {','.join(h.latest.nodes)}" if h.latest.nodes else "")
+            + f" priority {h.latest.priority}"
             for h in histories
         )
 
@@ -474,11 +503,16 @@ class Runner:
             ENV_RECORD_WAIT_S,
         )
         features = {n.name: n.features for n in self.slurm.nodes()}
-        accounting = self._accounting(histories) if expect.started_by else {}
+        accounting = (self._accounting(histories, ended=expect.tres is not None)
+                      if expect.started_by or expect.tres else {})
         for history in histories:
             if expect.started_by:
                 results.append(
                     check_started_by(expect, history, accounting.get(history.job_id))
+                )
+            if expect.tres:
+                results.append(
+                    check_tres(expect, history, accounting.get(history.job_id))
                 )
             results += check_job(
                 expect,
@@ -491,12 +525,20 @@ class Runner:
             )
         return results
 
-    def _accounting(self, histories: list[JobHistory]) -> dict[int, dict[str, Any]]:
-        """sacct's records of started jobs; slurmdbd may lag a moment behind."""
+    def _accounting(self, histories: list[JobHistory], *, ended: bool = False
+                    ) -> dict[int, dict[str, Any]]:
+        """sacct's records of started jobs; slurmdbd may lag a moment behind.
+        With `ended`, wait until the records of ended jobs show their end."""
         wanted = {h.job_id for h in histories if h.start_time}
+        done = {h.job_id for h in histories if h.end_time} if ended else set()
+
+        def complete(records: dict[int, dict[str, Any]]) -> bool:
+            return wanted <= {i for i, r in records.items() if start_flag(r)} and all(
+                i in records and record_ended(records[i]) for i in done)
+
         return self._fetch_until(
             lambda: {r["job_id"]: r for r in self.slurm.accounting(sorted(wanted))},
-            lambda records: wanted <= {i for i, r in records.items() if start_flag(r)},
+            complete,
             ACCOUNTING_WAIT_S,
         )
 
@@ -518,6 +560,7 @@ class Runner:
                 expect.disjoint_with,
                 expect.starts_after_end_of,
                 expect.starts_before,
+                expect.priority_above,
             )
             if r
         ]
@@ -649,6 +692,8 @@ def describe_action(action: Action) -> str:
         return f"expect {subject}: {', '.join(value.checks())}"
     if action.kind in ("restart_controller", "reconfigure"):
         return action.kind.replace("_", " ")
+    if action.kind == "reset_usage":
+        return f"reset fairshare usage of {', '.join(value)}"
     target = value if isinstance(value, str) else value.node
     return f"{action.kind.replace('_', ' ')} {target}"
 

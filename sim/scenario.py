@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -92,17 +92,21 @@ class Wait(_Spec):
     node: str | None = None
     state: str | None = None
     reason: str | None = None
+    # Until the job's priority is above that job's (fairshare and QOS factors
+    # are recalculated every PriorityCalcPeriod).
+    priority_above: JobRef | None = None
     timeout_s: float = Field(default=DEFAULT_WAIT_S, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _one_subject(self) -> Wait:
         if (self.job is None) == (self.node is None):
             raise ValueError("give exactly one of job and node")
-        if self.state is None and self.reason is None:
-            raise ValueError("give state or reason to wait for")
-        if self.node is not None and self.reason is not None:
-            raise ValueError("reason applies to jobs, not nodes")
-        for ref in self.jobs():
+        if self.state is None and self.reason is None and self.priority_above is None:
+            raise ValueError("give state, reason or priority_above to wait for")
+        if self.node is not None and (self.reason or self.priority_above):
+            raise ValueError("reason and priority_above apply to jobs, not nodes")
+        above = (self.priority_above,) if self.priority_above else ()
+        for ref in self.jobs() + above:
             _job_ref(ref)
         _check_state(self.state, NODE_STATES if self.node else JOB_STATES)
         return self
@@ -135,6 +139,14 @@ class Expect(_Spec):
     partition: str | None = None
     gpus: GpuExpectation | int | None = None
     indices: tuple[int, ...] | None = None
+    # gres/shard: how many shards it holds, and the GPU indices they come from.
+    shards: int | None = Field(default=None, ge=0)
+    shard_indices: tuple[int, ...] | None = None
+    account: str | None = None
+    qos: str | None = None
+    priority_above: JobRef | None = None
+    # Allocated TRES in its accounting record (sacct): gres/gpu, gres/gpu:a100...
+    tres: dict[str, int] | None = None
     cpus: int | None = Field(default=None, ge=0)
     memory_mb: int | None = Field(default=None, ge=0)
     cpu_sockets: tuple[int, ...] | None = None
@@ -154,6 +166,8 @@ class Expect(_Spec):
     started_by: Literal["submit", "schedule", "backfill"] | None = None
     # Node checks (with `node`): state above, and:
     flags: tuple[str, ...] = ()
+    # Shards held on each GPU index of the node.
+    shards_used: tuple[int, ...] | None = None
 
     @model_validator(mode="after")
     def _one_subject(self) -> Expect:
@@ -165,8 +179,11 @@ class Expect(_Spec):
         if self.job is not None:
             _job_ref(self.job)
             _check_state(self.state, JOB_STATES)
-            if self.flags:
-                raise ValueError("flags applies to nodes")
+            for key in ("flags", "shards_used"):
+                if getattr(self, key):
+                    raise ValueError(f"{key} applies to nodes")
+            if self.tres is not None and not self.tres:
+                raise ValueError("tres needs at least one TRES to check")
         if self.node is not None:
             _check_state(self.state, NODE_STATES)
             job_only = [k for k in self.job_checks() if k != "state"]
@@ -191,7 +208,7 @@ class Expect(_Spec):
         return self
 
     def job_checks(self) -> list[str]:
-        skip = {"job", "node", "capacity", "flags"}
+        skip = {"job", "node", "capacity", "flags", "shards_used"}
         return [
             k
             for k in type(self).model_fields
@@ -202,6 +219,8 @@ class Expect(_Spec):
         found = self.job_checks()
         if self.flags:
             found.append("flags")
+        if self.shards_used is not None:
+            found.append("shards_used")
         if self.capacity is not None:
             found.append("capacity")
         return found
@@ -229,9 +248,14 @@ ACTIONS = (
     "kill_node",
     "start_node",
     "restart_controller",
+    "stop_service",
+    "start_service",
     "reconfigure",
+    "reset_usage",
     "probe",
 )
+# Accounting services a scenario may stop and start mid-run.
+SERVICES = ("slurmdbd", "mariadb")
 
 
 class Action(_Spec):
@@ -248,7 +272,11 @@ class Action(_Spec):
     kill_node: str | None = None
     start_node: str | None = None
     restart_controller: Literal[True] | None = None
+    stop_service: Literal[SERVICES] | None = None
+    start_service: Literal[SERVICES] | None = None
     reconfigure: Literal[True] | None = None
+    # Forget these accounts' fairshare usage (RawUsage=0), for a clean start.
+    reset_usage: tuple[Annotated[str, Field(pattern=NAME)], ...] | None = None
     # Record what a job's boundary-control probe observed.
     probe: JobRef | None = None
 
@@ -367,8 +395,11 @@ def _references(action: Action) -> list[tuple[str, str]]:
         refs.append(("probe", action.probe))
     if action.wait:
         refs += [("wait.job", ref) for ref in action.wait.jobs()]
+        if action.wait.priority_above:
+            refs.append(("wait.priority_above", action.wait.priority_above))
     if action.expect:
-        for key in ("job", "disjoint_with", "starts_after_end_of", "starts_before"):
+        for key in ("job", "disjoint_with", "starts_after_end_of", "starts_before",
+                    "priority_above"):
             ref = getattr(action.expect, key)
             if ref:
                 refs.append((f"expect.{key}", ref))

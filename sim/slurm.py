@@ -118,6 +118,23 @@ class GpuAllocation:
 
 
 @dataclass(frozen=True)
+class ShardAllocation:
+    """Shards a job holds on one node, per GPU index: `shard:3(0/4,3/4)` -> (0, 3)."""
+
+    node: str
+    per_gpu: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return sum(self.per_gpu)
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """The GPUs its shards come from."""
+        return tuple(i for i, n in enumerate(self.per_gpu) if n)
+
+
+@dataclass(frozen=True)
 class Job:
     job_id: int
     name: str
@@ -140,6 +157,10 @@ class Job:
     memory_mb: int = 0
     # (node, socket, core) of every core the job holds, while it holds them.
     cores: tuple[tuple[str, int, int], ...] = ()
+    shards: tuple[ShardAllocation, ...] = ()
+    account: str = ""
+    qos: str = ""
+    priority: int = 0
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -174,6 +195,9 @@ class NodeInfo:
     features: tuple[str, ...]
     gpus: dict[str, int]
     gpus_used: dict[str, tuple[int, ...]]
+    # gres/shard: the node's shards in all, and those held, per GPU index.
+    shards: int
+    shards_used: tuple[int, ...]
     cpus: int
     alloc_cpus: int
     sockets: int
@@ -275,6 +299,13 @@ class Slurm:
             ["scontrol", "update", f"NodeName={node}", *pairs], user=self.admin
         ).check()
 
+    def reset_usage(self, account: str) -> None:
+        """Forget an account's fairshare usage (its RawUsage and its users')."""
+        self.transport.run(
+            ["sacctmgr", "-i", "modify", "account", "where", f"name={account}",
+             "set", "RawUsage=0"], user=self.admin
+        ).check()
+
     def reconfigure(self) -> None:
         self.transport.run(["scontrol", "reconfigure"], user=self.admin).check()
 
@@ -354,6 +385,20 @@ def parse_gres(text: str) -> list[tuple[str, str | None, int, tuple[int, ...]]]:
     return found
 
 
+_SHARDS = re.compile(
+    r"(?:^|,)shard(?::[^:(,]+)?:(?P<count>\d+)\((?P<per_gpu>[\d/,]+)\)"
+)
+
+
+def parse_shards(text: str) -> tuple[int, ...] | None:
+    """`shard:a100:5(3/4,2/4)` -> (3, 2), the shards held per GPU index; None
+    when `text` names no shards."""
+    match = _SHARDS.search(text or "")
+    if not match:
+        return None
+    return tuple(int(p.split("/")[0]) for p in match["per_gpu"].split(",") if p)
+
+
 def _index_list(text: str) -> tuple[int, ...]:
     indices: list[int] = []
     for piece in text.split(","):
@@ -372,6 +417,16 @@ def _job_gpus(raw: dict[str, Any], nodes: tuple[str, ...]) -> tuple[GpuAllocatio
             if name == "gpu":
                 allocations.append(GpuAllocation(node, gpu_type, count, indices))
     return tuple(allocations)
+
+
+def _job_shards(raw: dict[str, Any], nodes: tuple[str, ...]
+                ) -> tuple[ShardAllocation, ...]:
+    found = []
+    for node, detail in zip(nodes, raw.get("gres_detail") or [], strict=False):
+        per_gpu = parse_shards(detail)
+        if per_gpu and any(per_gpu):
+            found.append(ShardAllocation(node, per_gpu))
+    return tuple(found)
 
 
 def parse_job(raw: dict[str, Any]) -> Job:
@@ -404,6 +459,10 @@ def parse_job(raw: dict[str, Any]) -> Job:
         cpus=_number(raw.get("cpus")) or 0,
         memory_mb=_tres_memory_mb(raw.get("tres_alloc_str") or ""),
         cores=_allocated_cores(raw.get("job_resources") or {}),
+        shards=_job_shards(raw, nodes),
+        account=raw.get("account", ""),
+        qos=raw.get("qos", ""),
+        priority=_number(raw.get("priority")) or 0,
         raw=raw,
     )
 
@@ -443,6 +502,8 @@ def parse_node(raw: dict[str, Any]) -> NodeInfo:
     for name, gpu_type, _, indices in parse_gres(raw.get("gres_used", "")):
         if name == "gpu":
             used[gpu_type or ""] = used.get(gpu_type or "", ()) + indices
+    shards = sum(count for name, _, count, _ in parse_gres(raw.get("gres", ""))
+                 if name == "shard")
     return NodeInfo(
         name=raw["name"],
         state=tuple(raw.get("state") or ["UNKNOWN"]),
@@ -450,6 +511,8 @@ def parse_node(raw: dict[str, Any]) -> NodeInfo:
         features=tuple(raw.get("features") or []),
         gpus=total,
         gpus_used=used,
+        shards=shards,
+        shards_used=parse_shards(raw.get("gres_used", "")) or (),
         cpus=raw.get("cpus", 0),
         alloc_cpus=raw.get("alloc_cpus", 0),
         sockets=raw.get("sockets", 0),

@@ -209,14 +209,14 @@ def test_gres_names_one_device_per_gpu_near_its_cores(preset: str) -> None:
     gres = conf_lines(render(preset)["gres.conf"], "NodeName")
 
     for node in fleet.nodes():
-        lines = [g for g in gres if g["NodeName"] == node.name]
+        lines = [g for g in gres if g["NodeName"] == node.name and g["Name"] == "gpu"]
         assert len(lines) == node.pool.gpus, node.name
         for line in lines:
-            assert (line["Name"], line["Type"]) == ("gpu", node.pool.gpu.type)
+            assert line["Type"] == node.pool.gpu.type
             first, last = map(int, line["Cores"].split("-"))
             assert 0 <= first <= last < node.pool.cores, line
 
-    devices = [g["File"] for g in gres]
+    devices = [g["File"] for g in gres if g["Name"] == "gpu"]
     assert len(devices) == len(set(devices))
     assert len(devices) == sum(n.pool.gpus for n in fleet.nodes())
 
@@ -233,9 +233,34 @@ def test_manifest_makes_the_devices_gres_names(preset: str) -> None:
         for node, (_, devices) in nodes.items():
             paths = [path for path, _, _ in devices]
             minors = [minor for _, _, minor in devices]
-            assert paths == [g["File"] for g in gres if g["NodeName"] == node]
+            assert paths == [g["File"] for g in gres
+                             if g["NodeName"] == node and g["Name"] == "gpu"]
             assert sorted(minors) == list(range(host.pool.gpus)), node
             assert {major for _, major, _ in devices} <= {GPU_MAJOR}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_shards_are_shares_of_each_gpu_device(preset: str) -> None:
+    fleet = fleet_of(preset)
+    files = render(preset)
+    gres = conf_lines(files["gres.conf"], "NodeName")
+    nodes = {n["NodeName"]: n for n in conf_lines(files["slurm.conf"], "NodeName")}
+
+    for node in fleet.nodes():
+        shards = [g for g in gres
+                  if g["NodeName"] == node.name and g["Name"] == "shard"]
+        gpus = [g["File"] for g in gres if g["NodeName"] == node.name
+                and g["Name"] == "gpu"]
+        per_gpu = node.pool.gpu.shards_per_gpu if node.pool.gpu else None
+        if not per_gpu:
+            assert not shards and "shard" not in nodes[node.name].get("Gres", "")
+            continue
+        assert [s["File"] for s in shards] == gpus
+        assert {s["Count"] for s in shards} == {str(per_gpu)}
+        assert f"shard:{per_gpu * len(gpus)}" in nodes[node.name]["Gres"]
+    (line,) = conf_lines(files["slurm.conf"], "GresTypes")
+    types = line["GresTypes"]
+    assert ("shard" in types.split(",")) == fleet.has_shards()
 
 
 @pytest.mark.parametrize("preset", PRESETS)

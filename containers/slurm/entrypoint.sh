@@ -171,6 +171,22 @@ role_node() {
     done
 }
 
+# Slurm's client commands authenticate through sackd, so the policy
+# container runs one while it applies the fleet's policy.
+role_policy() {
+    install_slurm_config
+    sackd -D &
+    local sackd=$! deadline=$((SECONDS + 30)) status=0
+    until [ -S /run/slurm/sack.socket ]; do
+        [ "$SECONDS" -lt "$deadline" ] || die "sackd did not start"
+        sleep 0.1
+    done
+    python3 -m sim.policy apply "$CLUSTER/fleet.json" || status=$?
+    kill "$sackd"
+    wait "$sackd" 2>/dev/null || true
+    return "$status"
+}
+
 role_login() {
     install_slurm_config
     exec sackd -D
@@ -178,6 +194,6 @@ role_login() {
 
 ROLE=${1:-}
 case $ROLE in
-    keygen|mariadb|slurmdbd|slurmctld|node|login) shift; "role_$ROLE" "$@" ;;
-    *) die "unknown role '${ROLE}' (roles: keygen, mariadb, slurmdbd, slurmctld, node, login)" ;;
+    keygen|mariadb|slurmdbd|slurmctld|policy|node|login) shift; "role_$ROLE" "$@" ;;
+    *) die "unknown role '${ROLE}' (roles: keygen, mariadb, slurmdbd, slurmctld, policy, node, login)" ;;
 esac
