@@ -45,13 +45,45 @@ if smi:
 json.dump({"node": node, "given": given, "devices": opened, "cgroups": cgroups,
            "devices_list": devices_list,
            "driver": os.path.exists("/proc/driver/nvidia"),
-           "nvidia_smi": smi, "nvidia_smi_gpus": listed}, sys.stdout)
+           "nvidia_smi": smi, "nvidia_smi_gpus": listed,
+           "shards": os.environ.get("SLURM_SHARDS_ON_NODE"),
+           "mps_percentage": os.environ.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"),
+           "mps_control": shutil.which("nvidia-cuda-mps-control"),
+           "mps_pipe": os.path.exists(os.environ.get("CUDA_MPS_PIPE_DIRECTORY",
+                                                     "/tmp/nvidia-mps"))},
+          sys.stdout)
 '''
 
 
 def interpret(probe: dict[str, Any]) -> list[dict[str, Any]]:
-    """Findings of one probe: device access, the job's cgroup, the GPU driver."""
-    return [_device_access(probe), _device_cgroup(probe), _driver(probe)]
+    """Findings of one probe: device access, the job's cgroup, the GPU driver,
+    and for a job given shards, what limits its share of the GPU."""
+    findings = [_device_access(probe), _device_cgroup(probe), _driver(probe)]
+    if probe.get("shards"):
+        findings.append(_share_limit(probe))
+    return findings
+
+
+def _share_limit(probe: dict[str, Any]) -> dict[str, Any]:
+    shards, given = probe.get("shards"), probe.get("given", [])
+    percentage, control = probe.get("mps_percentage"), probe.get("mps_control")
+    observed = {"shards": shards, "given": given, "mps_percentage": percentage,
+                "mps_control": control, "mps_pipe": probe.get("mps_pipe")}
+    if percentage and control and probe.get("mps_pipe") and probe.get("driver"):
+        finding = (f"the job given {shards} shard(s) of GPU {given} runs under an MPS "
+                   f"limit of {percentage}% with an MPS control daemon present")
+        enforced = True
+    else:
+        missing = [what for what, there in (
+            ("a GPU driver", probe.get("driver")),
+            ("an MPS control daemon", control and probe.get("mps_pipe")),
+            ("an MPS thread limit", percentage)) if not there]
+        finding = (f"the job given {shards} shard(s) was handed GPU {given} whole: "
+                   f"nothing limits its share ({', '.join(missing)} absent); shards "
+                   "are counted by slurmctld, not enforced on the device")
+        enforced = False
+    return {"control": "share-limit", "finding": finding, "observed": observed,
+            "enforcement_observed": enforced}
 
 
 def _device_access(probe: dict[str, Any]) -> dict[str, Any]:

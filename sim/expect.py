@@ -508,7 +508,10 @@ def preset_mismatch(preset: Fleet, nodes: list[NodeInfo]) -> str:
 
 
 def fleet_mismatch(
-    need: FleetRequirement, fleet: Fleet | None, nodes: list[NodeInfo]
+    need: FleetRequirement,
+    fleet: Fleet | None,
+    nodes: list[NodeInfo],
+    policy: dict[str, set[str]] | None = None,
 ) -> str:
     """Why the cluster's fleet does not meet `need`, or '' when it does."""
     if need.task_binding and fleet is not None:
@@ -551,4 +554,17 @@ def fleet_mismatch(
     for feature in need.features:
         if feature not in features:
             return f"needs node feature {feature!r}"
+    if need.shards and not any(n.shards for n in nodes):
+        return "needs a node with gres/shard (give a pool's gpu shards_per_gpu)"
+    for gpu_type, per_gpu in need.shards_per_gpu.items():
+        if not any(n.gpus.get(gpu_type) and n.shards == per_gpu * n.gpus[gpu_type]
+                   for n in nodes):
+            return f"needs a node whose {gpu_type} GPUs have {per_gpu} shards each"
+    for kind in ("qos", "accounts"):
+        have = (policy or {}).get(kind, set())
+        missing = [name for name in getattr(need, kind) if name not in have]
+        if missing:
+            return (f"needs {'QOS' if kind == 'qos' else 'account'} "
+                    f"{', '.join(missing)} in the accounting policy (it has "
+                    f"{', '.join(sorted(have)) or 'none'})")
     return ""

@@ -22,6 +22,7 @@ from pydantic import (
 
 from sim.errors import SpecError
 from sim.policy import Policy
+from sim.policy import problem as policy_problem
 from sim.specfile import read_yaml, validate
 
 # Node, pool and host names become Slurm node names, container names and DNS
@@ -360,4 +361,4 @@ def _cross_check(fleet: Fleet) -> str | None:
         return (f"scheduler.def_mem_per_cpu_mb: {default} is "
                 f"more than pool {smallest.name!r} has per CPU ({per_cpu}); "
                 f"jobs could never fit")
-    return None
+    return policy_problem(fleet.policy, fleet.gres_keys())

@@ -61,7 +61,7 @@ FAULT_ACTIONS = {"stop_node", "kill_node", "start_node", "restart_controller",
 # Where each job's wrapper writes the GPU environment it was given.
 ENV_DIR = ".sim/jobs"
 ENV_RECORD_WAIT_S = 10
-ACCOUNTING_WAIT_S = 15
+ACCOUNTING_WAIT_S = 30
 WRAPPER = """#!/bin/bash
 record="$HOME/{env_dir}/$SLURM_JOB_ID.${{SLURM_RESTART_COUNT:-0}}.env"
 mkdir -p "$(dirname "$record")"
@@ -220,7 +220,11 @@ class Runner:
                 return mismatch
             self._scenario_fleet = preset
             need = need.model_copy(update={"preset": None})
-        return fleet_mismatch(need, self.fleet, nodes)
+        policy = None
+        if need.qos or need.accounts:
+            policy = {"qos": set(self.slurm.qos_names()),
+                      "accounts": set(self.slurm.account_names())}
+        return fleet_mismatch(need, self.fleet, nodes, policy)
 
     # ---- actions ------------------------------------------------------------------
 
@@ -283,8 +287,9 @@ class Runner:
             self.cluster.stop_service(node)
         elif kind == "start_service":
             self.cluster.start_service(node)
-            if node == "slurmdbd":
-                self._until(self._accounting_answers, "slurmdbd to answer again", 90)
+            # Either way, accounting is back once sacct answers from the database.
+            self._until(self._accounting_answers, f"accounting to answer after "
+                        f"{node} started", 120)
 
     def _record_probe(self, ref: str, result: ScenarioResult) -> None:
         job_id = self._job_id(ref)
@@ -685,7 +690,8 @@ def describe_action(action: Action) -> str:
         return " ".join(parts)
     if action.kind == "wait":
         subject = f"job {','.join(value.jobs())}" if value.job else f"node {value.node}"
-        target = value.state or f"reason {value.reason}"
+        target = value.state or (f"reason {value.reason}" if value.reason
+                                 else f"priority above {value.priority_above}")
         return f"wait for {subject} {target} (up to {value.timeout_s:g}s)"
     if action.kind == "expect":
         subject = value.job or value.node or "capacity"

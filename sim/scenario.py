@@ -316,6 +316,13 @@ class FleetRequirement(_Spec):
     # Tasks bound to the CPUs of the sockets Slurm modelled: only nodes whose
     # machines have those sockets can do it (not the kit's containers).
     task_binding: bool = False
+    # A node whose GPUs of this type have exactly this many shards each.
+    shards_per_gpu: dict[str, int] = {}
+    # Some node with shards, of any GPU.
+    shards: bool = False
+    # QOS and accounts the accounting policy must have (sacctmgr's view).
+    qos: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
 
 
 class Scenario(_Spec):

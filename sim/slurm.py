@@ -299,6 +299,17 @@ class Slurm:
             ["scontrol", "update", f"NodeName={node}", *pairs], user=self.admin
         ).check()
 
+    def qos_names(self) -> list[str]:
+        return self._names(["show", "qos", "format=name"])
+
+    def account_names(self) -> list[str]:
+        return self._names(["show", "account", "format=account"])
+
+    def _names(self, query: list[str]) -> list[str]:
+        result = self.transport.run(["sacctmgr", "-n", "-P", *query], user=self.admin)
+        return [line.strip() for line in result.check().stdout.splitlines()
+                if line.strip()]
+
     def reset_usage(self, account: str) -> None:
         """Forget an account's fairshare usage (its RawUsage and its users')."""
         self.transport.run(

@@ -103,7 +103,8 @@ def _real_check(claim: Claim, names: list[str], ran: list[ScenarioResult]) -> Ve
     failed = [r.name for r in ran if r.status == FAILED]
     access = [o for o in observations if o["control"] == "device-access"]
     driver = [o for o in observations if o["control"] == "gpu-driver"]
-    enforced = bool(access) and all(o["enforcement_observed"] for o in access)
+    share = [o for o in observations if o["control"] == "share-limit"]
+    enforced = bool(access) and all(o["enforcement_observed"] for o in access + share)
     answered = bool(driver) and all(o["observed"].get("driver") for o in driver)
     said = "; ".join(o["finding"] for o in observations)
     if failed or not (enforced and answered):
