@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from sim import paths
 from sim.errors import SimError, SpecError
 from sim.fleet import Fleet, load_fleet
@@ -81,11 +83,38 @@ def cmd_fleet_show(args: argparse.Namespace) -> int:
     for pool in fleet.pools:
         gpu = f"{pool.gpu.type} x{pool.gpu.count}" if pool.gpu else "-"
         topo = f"{pool.sockets}:{pool.cores_per_socket}:{pool.threads_per_core}"
+        shards = f"  ({pool.gpu.shards_per_gpu} shards per GPU)" if pool.shards else ""
         print(
             f"{pool.name:<10} {pool.nodes:>5} {gpu:<12} {topo:<9} {pool.cpus:>5} "
-            f"{pool.memory_mb:>10}  {','.join(fleet.partitions_of(pool))}"
+            f"{pool.memory_mb:>10}  {','.join(fleet.partitions_of(pool))}{shards}"
         )
+    policy = fleet.policy
+    print()
+    for qos in policy.qos:
+        limits = _limits_text(qos.limits)
+        extra = [f"priority {qos.priority}"]
+        if qos.preempt:
+            extra.append(f"preempts {','.join(qos.preempt)} ({qos.preempt_mode})")
+        if limits:
+            extra.append(limits + (" (rejected at submission)" if qos.deny_on_limit
+                                   else ""))
+        print(f"qos      {qos.name:<10} {', '.join(extra)}")
+    members = {a.name: [u.name for u in policy.users if a.name in u.accounts]
+               for a in policy.accounts}
+    for account in policy.accounts:
+        parts = [f"under {account.parent}", f"fairshare {account.fairshare}",
+                 f"users {','.join(members[account.name]) or '-'}"]
+        limits = _limits_text(account.limits)
+        print(f"account  {account.name:<10} "
+              f"{', '.join(parts + ([limits] if limits else []))}")
     return 0
+
+
+def _limits_text(limits: BaseModel) -> str:
+    """`per_user gpu=4; per_job gpu=2`: the GPU limits that are set."""
+    return "; ".join(
+        f"{kind} " + ",".join(f"{k}={v}" for k, v in held.items())
+        for kind, held in limits.model_dump().items() if held)
 
 
 def use_fleet(fleet: Fleet, *, restart: bool) -> None:

@@ -536,13 +536,20 @@ class Runner:
         With `ended`, wait until the records of ended jobs show their end."""
         wanted = {h.job_id for h in histories if h.start_time}
         done = {h.job_id for h in histories if h.end_time} if ended else set()
+        submitted = {h.job_id: h.latest.submit_time for h in histories}
+
+        def fetch() -> dict[int, dict[str, Any]]:
+            records = latest_records(self.slurm.accounting(sorted(wanted)))
+            # An older job of the same id is not this one: wait for this one's.
+            return {i: r for i, r in records.items()
+                    if not _older(r, submitted.get(i))}
 
         def complete(records: dict[int, dict[str, Any]]) -> bool:
             return wanted <= {i for i, r in records.items() if start_flag(r)} and all(
                 i in records and record_ended(records[i]) for i in done)
 
         return self._fetch_until(
-            lambda: {r["job_id"]: r for r in self.slurm.accounting(sorted(wanted))},
+            fetch,
             complete,
             ACCOUNTING_WAIT_S,
         )
@@ -670,6 +677,19 @@ class ScenarioTimeout(WaitTimeout):
 
 
 # ---- pure checks, testable on recorded observations ------------------------------
+
+
+def latest_records(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Accounting records by job id. A fleet switch starts slurmctld's job ids
+    again from 1 while accounting keeps the old jobs: the newest submission
+    of an id is the scenario's job."""
+    ordered = sorted(records, key=lambda r: (r.get("time") or {}).get("submission", 0))
+    return {r["job_id"]: r for r in ordered}
+
+
+def _older(record: dict[str, Any], submitted: datetime | None) -> bool:
+    when = (record.get("time") or {}).get("submission")
+    return bool(submitted and when and when < submitted.timestamp() - 1)
 
 
 def _split_ref(ref: str) -> tuple[str, int | None]:

@@ -554,3 +554,15 @@ def test_submit_many_runs_sbatch_once_per_job_in_one_round_trip(
     assert outcomes[1].message == "Invalid generic resource (gres) specification"
     assert len(calls) == 1
     assert (tmp_path / "jobs" / "2").read_text() == "#!/bin/bash\necho three\n"
+
+
+def test_a_reused_job_id_means_its_newest_accounting_record() -> None:
+    from sim.runner import latest_records
+
+    (record,) = json.loads(text_of("sacct-requeued"))["jobs"]
+    older = json.loads(json.dumps(record))
+    older["time"]["submission"] -= 86400
+    older["name"] = "from-before-a-fleet-switch"
+
+    assert latest_records([record, older])[record["job_id"]] is record
+    assert latest_records([older, record])[record["job_id"]] is record
