@@ -20,7 +20,7 @@ from datetime import datetime
 
 import common
 
-from sim.cluster import DockerCluster, ExecTransport, wait_until
+from sim.cluster import DockerCluster, SessionTransport, wait_until
 from sim.observe import Observer
 from sim.slurm import Slurm
 
@@ -53,12 +53,11 @@ def main() -> int:
     parser.add_argument("--poll", type=float, default=0.25)
     args = parser.parse_args()
     cluster = DockerCluster()
-    slurm = Slurm(ExecTransport(cluster))
+    slurm = Slurm(SessionTransport(cluster))
     print(f"machine: {common.machine()}")
     script = "#!/bin/bash\nsleep 3\n"
     ids: list[int] = []
-    with Observer(slurm, interval_s=args.poll) as observer:
-        observer.watched = set()
+    with Observer(slurm, interval_s=args.poll, watched=set()) as observer:
         # Waves of jobs the fleet's 16 GPUs can hold at once: submitted held,
         # watched, then released together, so each wave starts as a burst.
         for wave in range(0, args.jobs, 16):

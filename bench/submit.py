@@ -19,7 +19,7 @@ import time
 
 import common
 
-from sim.cluster import DockerCluster, ExecTransport
+from sim.cluster import DockerCluster, SessionTransport
 from sim.slurm import Slurm
 
 SCRIPT = "#!/bin/bash\ntrue\n"
@@ -63,7 +63,7 @@ def main() -> int:
                         help="jobs for the docker-exec loop (it is slow)")
     args = parser.parse_args()
     cluster = DockerCluster()
-    slurm = Slurm(ExecTransport(cluster))
+    slurm = Slurm(SessionTransport(cluster))
     container = cluster.service("login").name
     print(f"machine: {common.machine()}")
     rows = []

@@ -19,7 +19,7 @@ from datetime import datetime
 import common
 
 from sim.cli import load_scenarios
-from sim.cluster import DockerCluster, ExecTransport
+from sim.cluster import DockerCluster, SessionTransport
 from sim.runner import Runner, ScenarioResult
 from sim.slurm import Slurm
 
@@ -35,7 +35,7 @@ def slurm_span_s(result: ScenarioResult) -> float:
 
 def main() -> int:
     cluster = DockerCluster()
-    slurm = Slurm(ExecTransport(cluster))
+    slurm = Slurm(SessionTransport(cluster))
     runner = Runner(slurm, cluster, fleet=cluster.fleet())
     print(f"machine: {common.machine()}")
     print(f"{'scenario':<28} {'status':<8} {'wall s':>7} {'Slurm s':>8}")

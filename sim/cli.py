@@ -161,10 +161,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sim.cluster import DockerCluster, ExecTransport
+    from sim.cluster import DockerCluster, SessionTransport
     from sim.slurm import Slurm
 
-    slurm = Slurm(ExecTransport(DockerCluster()))
+    slurm = Slurm(SessionTransport(DockerCluster()))
     print(f"{'node':<14} {'state':<18} {'gpus':<14} {'used':<10} partitions")
     for node in slurm.nodes():
         gpus = ",".join(f"{t}:{n}" for t, n in node.gpus.items()) or "-"
@@ -284,7 +284,7 @@ def _point_latest(folder: Path) -> None:
 
 
 def connect_runner(args: argparse.Namespace) -> tuple[Any, str]:
-    from sim.cluster import DockerCluster, ExecTransport
+    from sim.cluster import DockerCluster, SessionTransport
     from sim.runner import Runner
     from sim.slurm import LocalTransport, Slurm
 
@@ -301,7 +301,7 @@ def connect_runner(args: argparse.Namespace) -> tuple[Any, str]:
         host = platform.node()
         return runner, f"existing Slurm cluster through the local commands of {host}"
     cluster = DockerCluster()
-    slurm = Slurm(ExecTransport(cluster))
+    slurm = Slurm(SessionTransport(cluster))
     runner = Runner(
         slurm,
         cluster,

@@ -7,6 +7,8 @@ file is the cluster's definition); everything done to a running cluster
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shutil
@@ -341,6 +343,132 @@ class ExecTransport:
                 workdir=workdir,
                 timeout_s=timeout_s,
             )
+
+
+class SessionTransport:
+    """Runs Slurm's client commands through a command session in the login
+    container (sim.session): one `docker exec` per thread, not per command.
+
+    Each thread gets its own session, so the observer's polls never wait
+    behind a scenario's submissions. A session that breaks (the container
+    was recreated, say) is opened again once; where none can be opened, the
+    command goes through a plain `docker exec`.
+    """
+
+    def __init__(self, cluster: DockerCluster, service: str = "login"):
+        self.cluster = cluster
+        self.service = service
+        self.fallback = ExecTransport(cluster, service)
+        self._local = threading.local()
+        self._sessions: list[_Session] = []
+        self._sessions_lock = threading.Lock()
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        stdin: str | None = None,
+        timeout_s: float = 60,
+    ) -> CommandResult:
+        for _ in range(2):
+            session = getattr(self._local, "session", None)
+            if session is None:
+                try:
+                    session = self._open()
+                except (ClusterError, OSError) as exc:
+                    log.debug("no command session (%s); using docker exec", exc)
+                    break
+            try:
+                return session.call(argv, user=user, stdin=stdin, timeout_s=timeout_s)
+            except (OSError, ValueError, SessionClosed) as exc:
+                log.debug("command session broke (%s); opening another", exc)
+                session.close()
+                self._local.session = None
+        return self.fallback.run(argv, user=user, stdin=stdin, timeout_s=timeout_s)
+
+    def close(self) -> None:
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+    def _open(self) -> _Session:
+        container = self.cluster.service(self.service)
+        api = self.cluster.docker.api
+        with self.cluster._exec_lock:
+            try:
+                exec_id = api.exec_create(
+                    container.id, ["python3", "-u", "-m", "sim.session"],
+                    stdin=True, stdout=True, stderr=True, tty=False,
+                )["Id"]
+                sock = api.exec_start(exec_id, socket=True)
+            except docker.errors.APIError as exc:
+                raise ClusterError(f"session in {container.name}: {exc.explanation}"
+                                   ) from None
+        session = _Session(getattr(sock, "_sock", sock))
+        self._local.session = session
+        with self._sessions_lock:
+            self._sessions.append(session)
+        return session
+
+
+class SessionClosed(Exception):
+    pass
+
+
+class _Session:
+    """One `python3 -m sim.session` process, spoken to over its exec socket
+    (Docker's multiplexed stream: 8-byte frame headers, 1 = stdout)."""
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.lock = threading.Lock()
+
+    def call(self, argv: Sequence[str], *, user: str | None, stdin: str | None,
+             timeout_s: float) -> CommandResult:
+        request = {"argv": list(argv), "user": user, "stdin": stdin,
+                   "timeout_s": timeout_s}
+        with self.lock:
+            self.sock.settimeout(timeout_s + 30)
+            self.sock.sendall((json.dumps(request) + "\n").encode())
+            reply = json.loads(self._line())
+        return CommandResult(tuple(argv), reply["exit_code"], reply["stdout"],
+                             reply["stderr"])
+
+    def _line(self) -> bytes:
+        # Replies can be megabytes (squeue of thousands of jobs): grow one
+        # buffer and search only what arrived since the last look.
+        searched = 0
+        while (end := self.buffer.find(b"\n", searched)) < 0:
+            searched = len(self.buffer)
+            stream, payload = self._frame()
+            if stream == 1:
+                self.buffer += payload
+            elif payload:
+                log.debug("session: %s", payload.decode(errors="replace").strip())
+        line = bytes(self.buffer[:end])
+        del self.buffer[:end + 1]
+        return line
+
+    def _frame(self) -> tuple[int, bytes]:
+        header = self._exactly(8)
+        return header[0], self._exactly(int.from_bytes(header[4:8], "big"))
+
+    def _exactly(self, size: int) -> bytes:
+        data = bytearray(size)
+        view, got = memoryview(data), 0
+        while got < size:
+            count = self.sock.recv_into(view[got:])
+            if not count:
+                raise SessionClosed("the session ended")
+            got += count
+        return bytes(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
 
 def wait_until(

@@ -91,13 +91,14 @@ class Observer:
         *,
         interval_s: float = 0.25,
         clock: Callable[[], float] = time.time,
+        watched: set[int] | None = None,
     ):
         self.slurm = slurm
         self.interval_s = interval_s
         self.clock = clock
         self.histories: dict[int, JobHistory] = {}
         # The jobs to watch (an array by its id); None watches every job.
-        self.watched: set[int] | None = None
+        self.watched: set[int] | None = watched
         self.polls = 0
         self.last_error: str | None = None
         self._lock = threading.Lock()

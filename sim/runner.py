@@ -174,8 +174,8 @@ class Runner:
         began = time.monotonic()
         self.reset()
         self._jobs: dict[str, _Submitted] = {}
-        with Observer(self.slurm, interval_s=self.poll_interval_s) as observer:
-            observer.watched = set()
+        with Observer(self.slurm, interval_s=self.poll_interval_s,
+                      watched=set()) as observer:
             self._observer = observer
             try:
                 for i, action in enumerate(scenario.actions, 1):

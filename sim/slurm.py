@@ -1,8 +1,10 @@
 """The Slurm client: Slurm's own commands with --json, parsed into typed records.
 
 `Slurm` builds the commands and parses their output; a `Transport` runs them,
-either inside the compose cluster (`sim.cluster.ExecTransport`) or on the
-machine the kit runs on (`LocalTransport`, for a real cluster's login node).
+either inside the compose cluster (`sim.cluster.SessionTransport` through one
+long-lived command session, or `ExecTransport` with a docker exec per
+command) or on the machine the kit runs on (`LocalTransport`, for a real
+cluster's login node).
 Nothing here scrapes human-formatted output.
 """
 
@@ -241,15 +243,18 @@ class Slurm:
                                "sbatch printed no job id")
         return int(lines[-1].split(";")[0])
 
-    def submit_many(self, jobs: Sequence[tuple[Sequence[str], str]], *, user: str
-                    ) -> list[int | SubmitRejected]:
+    def submit_many(self, jobs: Sequence[tuple[Sequence[str], str]], *, user: str,
+                    parallel: int = 4) -> list[int | SubmitRejected]:
         """Submit many batch jobs as `user` in one round trip to the cluster.
 
         Each entry is (sbatch options, script). One small driver runs sbatch
-        for each where the commands are, so the cost per job is sbatch's own,
-        not a round trip's. Returns a job id or the rejection, per job.
+        for each where the commands are, `parallel` at a time, so the cost
+        per job is sbatch's own, not a round trip's. Returns a job id or the
+        rejection, per job, in the order given; with `parallel` above 1,
+        Slurm may number them in another order (use 1 where order matters).
         """
-        payload = json.dumps([[list(options), script] for options, script in jobs])
+        payload = json.dumps({"parallel": max(1, parallel),
+                              "jobs": [[list(o), script] for o, script in jobs]})
         result = self.transport.run(["python3", "-c", _SUBMIT_MANY], user=user,
                                     stdin=payload, timeout_s=60 + 2 * len(jobs))
         outcomes = json.loads(result.check().stdout)
@@ -324,17 +329,21 @@ class Slurm:
         return _loads(self.transport.run(argv, user=self.admin).check())
 
 
-# Runs where Slurm's commands are: sbatch for each [options, script] read as
-# JSON from stdin; prints [exit code, job id or error] per job.
+# Runs where Slurm's commands are: sbatch for each [options, script] of the
+# JSON read from stdin, `parallel` at a time; prints [exit code, job id or
+# error] per job, in the order given.
 _SUBMIT_MANY = """
 import json, subprocess, sys
-out = []
-for options, script in json.load(sys.stdin):
+from concurrent.futures import ThreadPoolExecutor
+request = json.load(sys.stdin)
+def submit(job):
+    options, script = job
     done = subprocess.run(["sbatch", "--parsable", *options], input=script,
                           capture_output=True, text=True)
     said = done.stdout.strip().split(";")[0] if done.returncode == 0 else done.stderr
-    out.append([done.returncode, said])
-json.dump(out, sys.stdout)
+    return [done.returncode, said]
+with ThreadPoolExecutor(request["parallel"]) as pool:
+    json.dump(list(pool.map(submit, request["jobs"])), sys.stdout)
 """
 
 

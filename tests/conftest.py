@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.cluster import DockerCluster, ExecTransport
+from sim.cluster import DockerCluster, SessionTransport
 from sim.fleet import Fleet, load_fleet
 from sim.paths import DEFAULT_FLEET
 from sim.slurm import Slurm
@@ -43,7 +43,7 @@ def cluster() -> Iterator[DockerCluster]:
 
 @pytest.fixture(scope="session")
 def slurm(cluster: DockerCluster) -> Slurm:
-    return Slurm(ExecTransport(cluster))
+    return Slurm(SessionTransport(cluster))
 
 
 @pytest.fixture(scope="session")

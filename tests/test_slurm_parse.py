@@ -547,13 +547,32 @@ def test_submit_many_runs_sbatch_once_per_job_in_one_round_trip(
 
     outcomes = slurm.submit_many(
         [(["--hold"], "#!/bin/bash\necho one\n"), (["--gres=fpga:1"], "#!/bin/bash\n"),
-         (["--hold"], "#!/bin/bash\necho three\n")], user=getpass.getuser())
+         (["--hold"], "#!/bin/bash\necho three\n")], user=getpass.getuser(),
+        parallel=1)
 
     assert outcomes[0] == 100 and outcomes[2] == 102
     assert isinstance(outcomes[1], SubmitRejected)
     assert outcomes[1].message == "Invalid generic resource (gres) specification"
     assert len(calls) == 1
     assert (tmp_path / "jobs" / "2").read_text() == "#!/bin/bash\necho three\n"
+
+
+def test_submit_many_in_parallel_answers_each_job_in_the_order_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This stand-in sbatch takes a while and answers with the number its
+    # script carries, so each answer can be told apart whatever the order.
+    fake = tmp_path / "sbatch"
+    fake.write_text("#!/bin/bash\nsleep 0.0$((RANDOM % 5))\n"
+                    "echo \"$(( 1000 + $(tail -n 1 | tr -d '# ') ))\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    slurm = Slurm(LocalTransport())
+    jobs = [([], f"#!/bin/bash\n# {i}\n") for i in range(40)]
+
+    outcomes = slurm.submit_many(jobs, user=getpass.getuser(), parallel=4)
+
+    assert outcomes == [1000 + i for i in range(40)]
 
 
 def test_a_reused_job_id_means_its_newest_accounting_record() -> None:
