@@ -29,8 +29,14 @@ PROJECT = "gpusim-bench"
 
 
 def synthetic_fleet(nodes: int) -> Fleet:
-    """N nodes of 8 GPUs: two-socket servers, one GPU partition."""
+    """N nodes of 8 GPUs: two-socket servers, one GPU partition.
+
+    slurmctld pings every node that has been quiet for a third of
+    SlurmdTimeout; the fleets' 10 s would be hundreds of pings a second at
+    1,024 nodes, so beyond 256 nodes the spec gives Slurm a longer one.
+    """
     return Fleet.model_validate({
+        "scheduler": {"slurmd_timeout_s": 10 if nodes <= 256 else 120},
         "name": f"bench-{nodes}",
         "description": f"{nodes} nodes of 8 GPUs",
         "pools": [{"name": "gpu", "nodes": nodes, "gpu": {"type": "h100", "count": 8},

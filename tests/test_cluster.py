@@ -173,3 +173,23 @@ def test_every_device_node_in_gres_conf_exists(cluster: DockerCluster,
         assert stat.S_ISCHR(int(mode.strip(), 16)), path
     gpu_nodes = {n.name for n in default_fleet.nodes() if n.pool.gpu}
     assert gpu_nodes == {m.group(1) for m in re.finditer(r"NodeName=(\S+)", gres)}
+
+
+def test_policy_is_in_slurmdbd_and_applying_it_again_changes_nothing(
+        cluster: DockerCluster, slurm: Slurm, default_fleet: Fleet) -> None:
+    again = cluster.exec("login", ["python3", "-m", "sim.policy", "apply",
+                                   "/etc/sim/cluster/fleet.json"])
+
+    assert again.exit_code == 0, again.stderr
+    assert "already applied" in again.stderr and "sacctmgr " not in again.stderr
+    policy = default_fleet.policy
+    assert {q.name for q in policy.qos} <= set(slurm.qos_names())
+    assert {a.name for a in policy.accounts} <= set(slurm.account_names())
+
+
+def test_a_user_outside_the_policy_cannot_submit(slurm: Slurm) -> None:
+    with pytest.raises(SubmitRejected) as refused:
+        slurm.submit(["--gres=gpu:1", "--account=team-b"], "#!/bin/bash\ntrue\n",
+                     user="carol")
+
+    assert "Invalid account" in refused.value.message

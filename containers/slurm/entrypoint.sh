@@ -161,7 +161,12 @@ role_node() {
         # One node, one container: losing the container is losing the node.
         exec slurmd -D -N "${nodes[0]}"
     fi
-    start_slurmds "${nodes[@]}"
+    # A few at a time: hundreds of slurmd starting at once on a small
+    # machine only slow each other down.
+    local batch=${SIM_SLURMD_BATCH:-8} i
+    for ((i = 0; i < ${#nodes[@]}; i += batch)); do
+        start_slurmds "${nodes[@]:i:batch}"
+    done
     log "started slurmd for ${#nodes[@]} nodes"
     # Reap the slurmd that end (a node stopped on purpose stays stopped);
     # ones started again by `docker exec` belong to tini.
