@@ -105,6 +105,9 @@ start_slurmds() {
             rm -f "/run/slurm/slurmd-$node.pid"
             slurmd -D -N "$node" &
             pids[$node]=$!
+            # Each slurmd replaces /run/slurm/sack.socket (unlink, then
+            # bind); two doing so at the same instant make one exit.
+            sleep 0.1
         done
         deadline=$((SECONDS + ${SIM_SLURMD_START_S:-600}))
         while [ "$SECONDS" -lt "$deadline" ]; do
@@ -123,7 +126,9 @@ start_slurmds() {
         for node in "${waiting[@]}"; do
             if ! kill -0 "${pids[$node]}" 2>/dev/null \
                     || [ ! -s "/run/slurm/slurmd-$node.pid" ]; then
-                kill "${pids[$node]}" 2>/dev/null; wait "${pids[$node]}" 2>/dev/null
+                # Under `set -e`: a slurmd that already died must not end us.
+                kill "${pids[$node]}" 2>/dev/null || true
+                wait "${pids[$node]}" 2>/dev/null || true
                 died+=("$node")
             fi
         done
@@ -163,7 +168,7 @@ role_node() {
     fi
     # A few at a time: hundreds of slurmd starting at once on a small
     # machine only slow each other down.
-    local batch=${SIM_SLURMD_BATCH:-8} i
+    local batch=${SIM_SLURMD_BATCH:-4} i
     for ((i = 0; i < ${#nodes[@]}; i += batch)); do
         start_slurmds "${nodes[@]:i:batch}"
     done

@@ -25,17 +25,21 @@ case ${1:-} in
             node_alive "$name" || { echo "slurmd of $name is not running"; exit 1; }
         done < "$CLUSTER/hosts/${SIM_HOST}.manifest" ;;
     login)
-        # Every node of the fleet is registered and in service.
+        # Every node of the fleet is registered and in service; one pass over
+        # sinfo's answer, so that a fleet of a thousand nodes is checked fast.
         states=$(sinfo -h -N -o '%N %T' 2>&1) || { echo "$states"; exit 1; }
-        while read -r name; do
-            [ -n "$name" ] || continue
-            state=$(awk -v n="$name" '$1 == n { print $2; exit }' <<<"$states")
-            # A trailing "-" marks a node backfill has planned for: in service.
-            case ${state%-} in
-                idle|mixed|allocated|completing) ;;
-                *) echo "node $name is ${state:-missing}"; exit 1 ;;
-            esac
-        done < "$CLUSTER/nodes.list" ;;
+        awk 'NR == FNR { if ($1 != "") wanted[$1] = 1; next }
+             { state[$1] = $2 }
+             END {
+                 for (name in wanted) {
+                     # A trailing "-" marks a node backfill has planned for.
+                     s = state[name]; sub(/-$/, "", s)
+                     if (s !~ /^(idle|mixed|allocated|completing)$/) {
+                         print "node " name " is " (s == "" ? "missing" : s)
+                         exit 1
+                     }
+                 }
+             }' "$CLUSTER/nodes.list" - <<<"$states" ;;
     *)
         echo "unknown role '${1:-}'"; exit 2 ;;
 esac
