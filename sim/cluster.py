@@ -250,7 +250,7 @@ class DockerCluster:
         """Start whatever a fault left stopped: node containers, slurmd, slurmctld."""
         for container in self.containers():
             role = container.labels.get("sim.role")
-            if role in ("keygen", "policy", "kit"):
+            if role in ("keygen", "policy", "fleet", "kit"):
                 continue
             if container.status != "running":
                 log.info("starting %s", container.name)

@@ -43,7 +43,7 @@ MAX_SHARDS_PER_GPU = 128
 # Service names of compose.yaml; a node may not take one.
 RESERVED_NAMES = frozenset(
     {"keygen", "mariadb", "slurmdbd", "slurmctld", "policy", "login", "sim",
-     "localhost"}
+     "fleet", "localhost"}
 )
 # Fleets up to this many nodes get one container per node, easy to read and
 # to fault one by one; larger ones pack nodes into shared containers.
