@@ -321,28 +321,19 @@ class ExecTransport:
         timeout_s: float = 60,
     ) -> CommandResult:
         workdir = f"/home/{user}" if user and user != "root" else None
-        if self._container is None:
-            self._container = self.cluster.service(self.service)
+
+        def attempt() -> CommandResult:
+            if self._container is None:
+                self._container = self.cluster.service(self.service)
+            return self.cluster.exec_in(self._container, argv, user=user, stdin=stdin,
+                                        workdir=workdir, timeout_s=timeout_s)
+
         try:
-            return self.cluster.exec_in(
-                self._container,
-                argv,
-                user=user,
-                stdin=stdin,
-                workdir=workdir,
-                timeout_s=timeout_s,
-            )
+            return attempt()
         except ClusterError:
             # The container may have been recreated since: find it again.
-            self._container = self.cluster.service(self.service)
-            return self.cluster.exec_in(
-                self._container,
-                argv,
-                user=user,
-                stdin=stdin,
-                workdir=workdir,
-                timeout_s=timeout_s,
-            )
+            self._container = None
+            return attempt()
 
 
 class SessionTransport:

@@ -105,9 +105,14 @@ def check_started_by(
     )
 
 
+def record_states(record: dict[str, Any]) -> list[str]:
+    """An accounting record's current job state(s): ["COMPLETED"], ..."""
+    return (record.get("state") or {}).get("current") or []
+
+
 def record_ended(record: dict[str, Any]) -> bool:
     """Whether an accounting record shows its job over (it has an end time)."""
-    current = (record.get("state") or {}).get("current") or []
+    current = record_states(record)
     return bool(current) and not set(current) & {"PENDING", "RUNNING", "REQUEUED"}
 
 
@@ -130,7 +135,7 @@ def check_tres(expect: Expect, history: JobHistory, record: dict[str, Any] | Non
     held = accounted_tres(record)
     seen = {k: held.get(k, 0) for k in expect.tres}
     shown = ", ".join(f"{k}={v}" for k, v in sorted(held.items())) or "no TRES"
-    state = "+".join((record.get("state") or {}).get("current") or [])
+    state = "+".join(record_states(record))
     return ExpectationResult(text, PASSED if seen == expect.tres else FAILED,
                              f"{shown} ({state})", want)
 

@@ -310,18 +310,10 @@ class Runner:
             self.progress(f"      observed: {finding['finding']}")
 
     def _accounting_answers(self) -> bool:
-        try:
-            self.slurm.accounting([1])
-        except SimError:
-            return False
-        return True
+        return _answers(lambda: self.slurm.accounting([1]))
 
     def _controller_answers(self) -> bool:
-        try:
-            self.slurm.nodes()
-        except SimError:
-            return False
-        return True
+        return _answers(self.slurm.nodes)
 
     def _submit(self, spec: Submit) -> None:
         probe = ""
@@ -677,6 +669,15 @@ class ScenarioTimeout(WaitTimeout):
 
 
 # ---- pure checks, testable on recorded observations ------------------------------
+
+
+def _answers(ask: Callable[[], object]) -> bool:
+    """Whether a Slurm command gets an answer (its daemon may be down)."""
+    try:
+        ask()
+    except SimError:
+        return False
+    return True
 
 
 def latest_records(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
